@@ -1,0 +1,63 @@
+"""Run state built from ansible-runner events, and the reports made from it."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+
+from tflab_provision.events import RunProgress, failure_message
+from tflab_provision.report import ExitCode, RunResult, junit_xml
+
+
+def ev(kind: str, **data: object) -> dict[str, object]:
+    return {"event": kind, "event_data": data}
+
+
+def test_progress_counts_results_failures_and_batches() -> None:
+    p = RunProgress()
+    for event in [
+        ev("playbook_on_play_start", play="Provision"),
+        ev("runner_on_start", host="a", task="Install"),
+        ev("runner_on_ok", host="a", task="Install", res={"changed": True}),
+        ev("runner_on_failed", host="a", task="Probe", ignore_errors=True, res={"msg": "x"}),
+        ev("playbook_on_play_start", play="Provision"),
+        ev("runner_on_failed", host="b", task="Install", res={"msg": "E: Unable to locate package"}),
+        ev("runner_on_unreachable", host="c", task="Gathering Facts",
+           res={"msg": "ssh: connect to host 10.0.0.3 port 22: Connection refused"}),
+    ]:
+        p.apply(event)
+    assert (p.hosts["a"].ok, p.hosts["a"].changed, p.hosts["a"].ignored) == (1, 1, 1)
+    assert p.hosts["b"].failed == 1 and p.hosts["c"].unreachable == 1
+    assert [(f.host, f.task, f.unreachable) for f in p.failures] == [
+        ("b", "Install", False), ("c", "Gathering Facts", True)]
+    assert p.batches == [["a"], ["b", "c"]]
+
+
+def test_stats_event_is_authoritative() -> None:
+    p = RunProgress()
+    p.apply(ev("runner_on_ok", host="a", task="t", res={}))
+    p.apply(ev("playbook_on_stats", ok={"a": 5}, changed={"a": 2}, failures={}, dark={"b": 1},
+               skipped={"a": 1}))
+    assert (p.hosts["a"].ok, p.hosts["a"].changed, p.hosts["a"].skipped) == (5, 2, 1)
+    assert p.hosts["b"].unreachable == 1
+
+
+def test_failure_message_prefers_msg_then_first_failed_item() -> None:
+    assert failure_message({"msg": "boom", "stderr": "x"}) == "boom"
+    assert failure_message({"results": [{"failed": False}, {"failed": True, "stderr": "bad"}]}) == "bad"
+    assert failure_message({}) == "task failed (no message)"
+
+
+def test_junit_has_a_suite_per_host_and_a_failure_per_failed_task() -> None:
+    p = RunProgress()
+    p.apply(ev("runner_on_ok", host="a", task="t", res={}))
+    p.apply(ev("runner_on_failed", host="b", task="Install driver", res={"msg": "no space"}))
+    result = RunResult(playbook="site.yml", status="failed", exit_code=ExitCode.TASK_FAILED,
+                       started_at=datetime.now(timezone.utc), duration_s=1.0,
+                       private_data_dir="/tmp/x", hosts=p.hosts, failures=p.failures)
+    root = ET.fromstring(junit_xml(result))
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert set(suites) == {"a", "b"}
+    assert suites["a"].get("failures") == "0"
+    failure = suites["b"].find("testcase/failure")
+    assert failure is not None and failure.get("message") == "no space"

@@ -1,0 +1,264 @@
+"""`tflab`: a thin command line over the library. Subcommands are registered in COMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.live import Live
+
+from . import sandbox
+from .events import RunProgress, render_progress
+from .report import ExitCode, RunResult, junit_xml, render_table
+from .runner import ConfigError, PlaybookRunner, Project, RunRequest
+from .state import StateDir, default_state_dir
+
+log = logging.getLogger(__name__)
+
+SITE_TAGS = ("preflight", "sshd", "driver", "docker", "toolkit", "firewall", "workspaces")
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    project: Project
+    state: StateDir
+    out: Console
+    err: Console
+
+
+Handler = Callable[[Context], int]
+
+
+@contextmanager
+def cancellation() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event that ansible-runner's cancel_callback reads."""
+    cancel = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield cancel
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def execute(ctx: Context, request: RunRequest) -> RunResult:
+    """Run a playbook with the live view (on a terminal) and print the outcome."""
+    runner = PlaybookRunner(ctx.project, ctx.state)
+    title = f"tflab · {request.playbook}"
+    with cancellation() as cancel:
+        if ctx.err.is_terminal and not ctx.args.json:
+            with Live(render_progress(RunProgress(), title), console=ctx.err,
+                      refresh_per_second=8, transient=False) as live:
+                result = runner.run(request, cancel,
+                                    lambda p: live.update(render_progress(p, title)))
+        else:
+            result = runner.run(request, cancel)
+    ctx.state.save_failed_hosts(result.failed_hosts(), request.playbook)
+    ctx.state.append_history({"started_at": result.started_at, "playbook": request.playbook,
+                              "status": result.status, "exit_code": int(result.exit_code),
+                              "duration_s": result.duration_s, "limit": request.limit,
+                              "failed_hosts": result.failed_hosts()})
+    if getattr(ctx.args, "junit", None):
+        Path(ctx.args.junit).write_text(junit_xml(result))
+    if ctx.args.json:
+        ctx.out.print_json(result.model_dump_json())
+    else:
+        render_table(result, ctx.out)
+        if result.exit_code == ExitCode.CANCELLED:
+            ctx.out.print("[yellow]cancelled[/yellow]: the table shows what had finished; "
+                          "re-run the same command to converge.")
+    return result
+
+
+def inventories_from(ctx: Context) -> tuple[Path, ...]:
+    if ctx.args.inventory:
+        return tuple(Path(p) for p in ctx.args.inventory)
+    return (ctx.project.root / "inventory" / "hosts.yml",)
+
+
+def limit_from(ctx: Context) -> str | None:
+    limit: str | None = ctx.args.limit
+    if getattr(ctx.args, "retry_failed", False):
+        failed = ctx.state.load_failed_hosts()
+        if not failed:
+            raise ConfigError("--retry-failed: the last run left no failed hosts")
+        limit = ",".join(failed)
+    return limit
+
+
+def cmd_apply(ctx: Context) -> int:
+    a = ctx.args
+    unknown = sorted(set(a.tags) - set(SITE_TAGS)) if a.playbook == "site.yml" else []
+    if unknown:
+        raise ConfigError(f"--tags: unknown tag(s) {', '.join(unknown)}; "
+                          f"choose from {', '.join(SITE_TAGS)}")
+    extra: dict[str, object] = {}
+    if a.serial:
+        extra["tflab_serial"] = a.serial
+    if a.max_fail_percent is not None:
+        extra["tflab_max_fail_percent"] = a.max_fail_percent
+    request = RunRequest(
+        playbook=a.playbook, inventories=inventories_from(ctx), limit=limit_from(ctx),
+        tags=tuple(a.tags), skip_tags=tuple(a.skip_tags), extra_vars=extra,
+        vars_files=tuple(Path(p) for p in a.vars_file),
+        vault_password_file=Path(a.vault_password_file) if a.vault_password_file else None,
+        flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose,
+    )
+    return int(execute(ctx, request).exit_code)
+
+
+def sandbox_docker() -> sandbox.Docker:
+    docker = sandbox.Docker()
+    sandbox.require_engine(docker)
+    return docker
+
+
+def cmd_sandbox_image(ctx: Context) -> int:
+    docker = sandbox_docker()
+    recipe = sandbox.BaseImageRecipe()
+    ctx.err.print(f"bare-host image {recipe.tag} (debootstrap {recipe.suite}; cached by recipe)")
+    ctx.out.print(sandbox.ensure_base_image(docker, recipe))
+    return 0
+
+
+def sandbox_up(ctx: Context, names: list[str], privileged: bool) -> Path:
+    docker = sandbox_docker()
+    image = sandbox.ensure_base_image(docker, sandbox.BaseImageRecipe())
+    key = sandbox.ensure_ssh_key(ctx.state.root)
+    public_key = key.with_suffix(".pub").read_text()
+    hosts = [sandbox.start_host(docker, n, image, public_key, privileged=privileged) for n in names]
+    return sandbox.write_inventory(ctx.state.root, hosts, key)
+
+
+def cmd_sandbox_up(ctx: Context) -> int:
+    names = [f"{ctx.args.prefix}-{i}" for i in range(1, ctx.args.count + 1)]
+    ctx.out.print(sandbox_up(ctx, names, ctx.args.privileged))
+    return 0
+
+
+def cmd_sandbox_down(ctx: Context) -> int:
+    docker = sandbox_docker()
+    names = docker.run("ps", "-a", "--filter", f"label={sandbox.SANDBOX_LABEL}",
+                       "--format", "{{.Names}}").split()
+    for name in names:
+        if name.startswith(ctx.args.prefix):
+            sandbox.remove_host(docker, name)
+            ctx.err.print(f"removed {name}")
+    return 0
+
+
+def cmd_demo(ctx: Context) -> int:
+    """The embedded default: one sandbox host, provisioned by the real site.yml."""
+    ctx.err.print("[bold]tflab demo[/bold]: a local sandbox host stands in for a GPU server")
+    inventory = sandbox_up(ctx, ["tflab-sandbox-1"], ctx.args.privileged)
+    sandbox_group = ctx.project.root / "inventory" / "sandbox"
+    request = RunRequest(playbook="site.yml", inventories=(sandbox_group, inventory),
+                         verbosity=ctx.args.verbose)
+    result = execute(ctx, request)
+    if result.exit_code == ExitCode.OK and not ctx.args.json:
+        ctx.out.print(f"\nThe sandbox inventory is {inventory}. Re-run any time:\n"
+                      f"  tflab apply -i {sandbox_group} -i {inventory}\n"
+                      "Remove the sandbox with: tflab sandbox down")
+    return int(result.exit_code)
+
+
+def run_options() -> argparse.ArgumentParser:
+    """Flags shared by every command that runs a playbook."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-i", "--inventory", action="append", default=[],
+                   help="inventory file or directory (repeatable; default inventory/hosts.yml)")
+    p.add_argument("-l", "--limit", help="only these hosts or groups (Ansible pattern)")
+    p.add_argument("-e", "--vars-file", action="append", default=[], metavar="FILE",
+                   help="YAML vars file (mode 0600 or vault-encrypted); never secrets on the command line")
+    p.add_argument("--vault-password-file", help="file holding the Ansible Vault password")
+    p.add_argument("--forks", type=int, help="parallel hosts (default from ansible.cfg)")
+    p.add_argument("--flush-cache", action="store_true", help="ignore cached facts")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one suite per host)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more Ansible output in the artifacts")
+    return p
+
+
+def global_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where runs, facts and keys are kept (default ~/.local/state/tflab)")
+    p.add_argument("--project-dir", type=Path, default=None,
+                   help="the tflab-provision checkout holding playbooks/ (default: this one)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = global_options()
+    runopts = run_options()
+    parser = argparse.ArgumentParser(
+        prog="tflab", description="Provision NVIDIA GPU servers as shared TensorFlow training nodes.",
+        epilog="Exit codes: 0 ok · 1 bad usage or config (no host contacted) · 2 a task failed · "
+               "3 a host unreachable · 4 cancelled.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("apply", parents=[common, runopts], help="provision hosts (site.yml)")
+    p.add_argument("--tags", type=lambda s: [t for t in s.split(",") if t], default=[],
+                   help=f"only these parts: {','.join(SITE_TAGS)}")
+    p.add_argument("--skip-tags", type=lambda s: [t for t in s.split(",") if t], default=[])
+    p.add_argument("--serial", help="rolling batches: a host count or percentage")
+    p.add_argument("--max-fail-percent", type=int, help="stop when more than this share of a batch fails")
+    p.add_argument("--retry-failed", action="store_true", help="only the hosts that failed last time")
+    p.add_argument("--playbook", default="site.yml", help="playbook under playbooks/ or a path")
+    p.set_defaults(handler=cmd_apply)
+
+    p = sub.add_parser("demo", parents=[common, runopts],
+                       help="provision a local sandbox host end to end (no server needed)")
+    p.add_argument("--privileged", action="store_true", help="run the sandbox host privileged")
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("sandbox", help="local bare-host containers for demos and tests")
+    ssub = p.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
+    sp = ssub.add_parser("image", parents=[common], help="build the bare-host image (cached)")
+    sp.set_defaults(handler=cmd_sandbox_image)
+    sp = ssub.add_parser("up", parents=[common], help="start sandbox hosts, write their inventory")
+    sp.add_argument("--count", type=int, default=1)
+    sp.add_argument("--prefix", default="tflab-sandbox")
+    sp.add_argument("--privileged", action="store_true")
+    sp.set_defaults(handler=cmd_sandbox_up)
+    sp = ssub.add_parser("down", parents=[common], help="remove sandbox hosts")
+    sp.add_argument("--prefix", default="tflab-sandbox")
+    sp.set_defaults(handler=cmd_sandbox_down)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        ctx = Context(args=args, project=Project.locate(args.project_dir),
+                      state=StateDir(args.state_dir or default_state_dir()),
+                      out=Console(soft_wrap=True), err=err)
+        handler: Handler = args.handler
+        return handler(ctx)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return int(ExitCode.USAGE)
+    except sandbox.SandboxError as exc:
+        err.print(f"[red]sandbox:[/red] {exc}")
+        return int(ExitCode.USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

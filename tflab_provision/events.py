@@ -1,0 +1,132 @@
+"""Turning ansible-runner events into run state, and showing that state live.
+
+Events arrive on ansible-runner's thread; the handler only enqueues them. One consumer (the
+CLI's main thread) applies them to `RunProgress` and redraws the view.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .report import HostStats, TaskFailure, merge_stats
+
+Event = Mapping[str, Any]
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """The most useful single line of a failed task's result."""
+    for key in ("msg", "stderr", "reason", "module_stderr", "stdout"):
+        value = res.get(key)
+        if value:
+            text = str(value).strip()
+            return text if len(text) <= 600 else text[:600] + "…"
+    if "results" in res:  # a loop: report the first failed item
+        for item in res["results"]:
+            if isinstance(item, Mapping) and item.get("failed"):
+                return failure_message(item)
+    return "task failed (no message)"
+
+
+@dataclass
+class RunProgress:
+    """Everything the run has reported so far, per host."""
+
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+    current_task: dict[str, str] = field(default_factory=dict)
+    failures: list[TaskFailure] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)
+    play: str = ""
+    task: str = ""
+    finished: bool = False
+    _final_stats: bool = False
+
+    def host(self, name: str) -> HostStats:
+        if name not in self.hosts:
+            self.hosts[name] = HostStats()
+        if self.batches and name not in self.batches[-1]:
+            self.batches[-1].append(name)
+        return self.hosts[name]
+
+    def apply(self, event: Event) -> None:
+        kind = event.get("event", "")
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        host = data.get("host") or ""
+        task = str(data.get("task") or "").strip()
+        res: Mapping[str, Any] = data.get("res") or {}
+        if kind == "playbook_on_play_start":
+            self.play = str(data.get("play") or data.get("name") or "")
+            self.batches.append([])
+        elif kind == "playbook_on_task_start":
+            self.task = task
+        elif kind == "runner_on_start" and host:
+            self.host(host)
+            self.current_task[host] = task
+        elif kind == "runner_on_ok" and host:
+            stats = self.host(host)
+            stats.ok += 1
+            stats.changed += bool(res.get("changed"))
+        elif kind == "runner_on_skipped" and host:
+            self.host(host).skipped += 1
+        elif kind == "runner_on_failed" and host:
+            stats = self.host(host)
+            if data.get("ignore_errors"):
+                stats.ignored += 1
+            else:
+                stats.failed += 1
+                self.failures.append(TaskFailure(host=host, task=task,
+                                                 message=failure_message(res)))
+        elif kind == "runner_on_unreachable" and host:
+            self.host(host).unreachable += 1
+            self.failures.append(TaskFailure(host=host, task=task, unreachable=True,
+                                             message=failure_message(res)))
+        elif kind == "playbook_on_stats":
+            merge_stats(self.hosts, dict(data))
+            self._final_stats = True
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped",
+                    "runner_on_unreachable") and host:
+            self.current_task[host] = f"{task} ✓" if kind == "runner_on_ok" else task
+
+
+def drain(events: queue.Queue[Event], progress: RunProgress, timeout_s: float) -> bool:
+    """Apply every queued event (waiting up to timeout_s for the first); True if any arrived."""
+    try:
+        event = events.get(timeout=timeout_s)
+    except queue.Empty:
+        return False
+    progress.apply(event)
+    while True:
+        try:
+            progress.apply(events.get_nowait())
+        except queue.Empty:
+            return True
+
+
+def render_progress(progress: RunProgress, title: str) -> RenderableType:
+    table = Table(title=title, expand=False)
+    table.add_column("host", no_wrap=True)
+    table.add_column("current task", overflow="ellipsis", max_width=60)
+    for name in ("ok", "changed", "failed", "unreachable"):
+        table.add_column(name, justify="right")
+    for host in sorted(progress.hosts):
+        s = progress.hosts[host]
+        table.add_row(host, progress.current_task.get(host, ""), str(s.ok), str(s.changed),
+                      Text(str(s.failed), style="red" if s.failed else ""),
+                      Text(str(s.unreachable), style="magenta" if s.unreachable else ""))
+    totals = HostStats()
+    for s in progress.hosts.values():
+        totals.ok += s.ok
+        totals.changed += s.changed
+        totals.failed += s.failed
+        totals.unreachable += s.unreachable
+    footer = Text(
+        f"play: {progress.play or '…'} · hosts {len(progress.hosts)} · ok {totals.ok} · "
+        f"changed {totals.changed} · failed {totals.failed} · unreachable {totals.unreachable}"
+    )
+    return Group(table, footer)

@@ -1,0 +1,141 @@
+"""The typed result of a run, its exit code, and how it is shown (table, JSON, JUnit)."""
+
+from __future__ import annotations
+
+import enum
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every `tflab` command (documented in the README)."""
+
+    OK = 0
+    USAGE = 1  # bad usage or configuration: no host was contacted
+    TASK_FAILED = 2
+    UNREACHABLE = 3
+    CANCELLED = 4
+
+
+class HostStats(BaseModel):
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "ok"
+
+
+class TaskFailure(BaseModel):
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+
+class RunResult(BaseModel):
+    """What a run did: per-host stats, each failure, timing, where its artifacts are."""
+
+    playbook: str
+    status: str  # ansible-runner's final status: successful, failed, canceled, timeout
+    exit_code: ExitCode
+    started_at: datetime
+    duration_s: float
+    private_data_dir: str
+    hosts: dict[str, HostStats] = Field(default_factory=dict)
+    failures: list[TaskFailure] = Field(default_factory=list)
+    batches: list[list[str]] = Field(default_factory=list)
+    rc: int | None = None
+
+    def failed_hosts(self) -> list[str]:
+        return sorted(h for h, s in self.hosts.items() if s.state != "ok")
+
+    def totals(self) -> HostStats:
+        total = HostStats()
+        for stats in self.hosts.values():
+            for name in HostStats.model_fields:
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
+        return total
+
+
+def exit_code_for(status: str, rc: int | None, hosts: dict[str, HostStats]) -> ExitCode:
+    """Map a finished run to the documented exit codes.
+
+    An unreachable host outranks a failed task: the fix (network, SSH) comes first.
+    A failure without any host result means the playbook, options or installation were bad.
+    """
+    if status == "canceled":
+        return ExitCode.CANCELLED
+    if any(s.unreachable for s in hosts.values()):
+        return ExitCode.UNREACHABLE
+    if any(s.failed for s in hosts.values()):
+        return ExitCode.TASK_FAILED
+    if status == "successful" and rc in (0, None):
+        return ExitCode.OK
+    if not hosts:
+        # Failed before any host ran: bad playbook, options or missing ansible-playbook.
+        return ExitCode.USAGE
+    return ExitCode.TASK_FAILED
+
+
+def render_table(result: RunResult, console: Console) -> None:
+    table = Table(title=f"{result.playbook}: {result.status} in {result.duration_s:.1f} s")
+    table.add_column("host")
+    for name in ("ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(name, justify="right")
+    table.add_column("state")
+    for host in sorted(result.hosts):
+        s = result.hosts[host]
+        style = {"ok": "green", "failed": "red", "unreachable": "magenta"}[s.state]
+        table.add_row(host, str(s.ok), str(s.changed), str(s.failed), str(s.unreachable),
+                      str(s.skipped), f"[{style}]{s.state}[/{style}]")
+    console.print(table)
+    for failure in result.failures:
+        kind = "UNREACHABLE" if failure.unreachable else "FAILED"
+        console.print(f"[red]{kind}[/red] {failure.host} · {failure.task}: {failure.message}")
+    if len(result.batches) > 1:
+        for i, batch in enumerate(result.batches, 1):
+            console.print(f"batch {i}: {', '.join(batch)}")
+    console.print(f"artifacts: {result.private_data_dir}")
+
+
+def junit_xml(result: RunResult) -> str:
+    """One test suite per host; each failure a failed test case (for CI dashboards)."""
+    suites = ET.Element("testsuites", name=result.playbook)
+    for host in sorted(result.hosts):
+        host_failures = [f for f in result.failures if f.host == host]
+        suite = ET.SubElement(suites, "testsuite", name=host,
+                              tests=str(max(1, len(host_failures))),
+                              failures=str(len(host_failures)), time=f"{result.duration_s:.3f}")
+        if not host_failures:
+            ET.SubElement(suite, "testcase", name=f"{result.playbook} converged", classname=host)
+        for failure in host_failures:
+            case = ET.SubElement(suite, "testcase", name=failure.task, classname=host)
+            ET.SubElement(case, "failure", message=failure.message).text = failure.message
+    return ET.tostring(suites, encoding="unicode")
+
+
+def merge_stats(into: dict[str, HostStats], stats_event: dict[str, dict[str, int]]) -> None:
+    """Overwrite per-host counters with the authoritative playbook_on_stats numbers."""
+    fields = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable",
+              "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
+    hosts: Iterable[str] = {h for key in fields for h in (stats_event.get(key) or {})}
+    for host in hosts:
+        stats = HostStats(**{
+            ours: int((stats_event.get(theirs) or {}).get(host, 0)) for theirs, ours in fields.items()
+        })
+        into[host] = stats
