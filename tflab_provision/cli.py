@@ -18,6 +18,7 @@ from rich.live import Live
 
 from . import sandbox
 from .events import RunProgress, render_progress
+from .inventory import InventoryInvalid, validate_inventory
 from .report import ExitCode, RunResult, junit_xml, render_table
 from .runner import ConfigError, PlaybookRunner, Project, RunRequest
 from .state import StateDir, default_state_dir
@@ -84,10 +85,18 @@ def execute(ctx: Context, request: RunRequest) -> RunResult:
     return result
 
 
+DEFAULT_INVENTORY = Path("inventory") / "lab"
+
+
 def inventories_from(ctx: Context) -> tuple[Path, ...]:
-    if ctx.args.inventory:
-        return tuple(Path(p) for p in ctx.args.inventory)
-    return (ctx.project.root / "inventory" / "hosts.yml",)
+    """The inventory sources, validated before anything runs (exit 1 names file, field, fix)."""
+    paths = tuple(Path(p) for p in ctx.args.inventory) or (ctx.project.root / DEFAULT_INVENTORY,)
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"inventory {path} does not exist; create one with "
+                              f"`tflab init {DEFAULT_INVENTORY}` or pass -i PATH")
+    validate_inventory(paths, ctx.project.root, ctx.state.facts)
+    return paths
 
 
 def limit_from(ctx: Context) -> str | None:
@@ -106,13 +115,18 @@ def cmd_apply(ctx: Context) -> int:
     if unknown:
         raise ConfigError(f"--tags: unknown tag(s) {', '.join(unknown)}; "
                           f"choose from {', '.join(SITE_TAGS)}")
+    inventories = inventories_from(ctx)
+    if a.validate_only:
+        hosts = validate_inventory(inventories, ctx.project.root, ctx.state.facts)
+        ctx.out.print(f"inventory valid: {len(hosts)} host(s): {', '.join(sorted(hosts))}")
+        return int(ExitCode.OK)
     extra: dict[str, object] = {}
     if a.serial:
         extra["tflab_serial"] = a.serial
     if a.max_fail_percent is not None:
         extra["tflab_max_fail_percent"] = a.max_fail_percent
     request = RunRequest(
-        playbook=a.playbook, inventories=inventories_from(ctx), limit=limit_from(ctx),
+        playbook=a.playbook, inventories=inventories, limit=limit_from(ctx),
         tags=tuple(a.tags), skip_tags=tuple(a.skip_tags), extra_vars=extra,
         vars_files=tuple(Path(p) for p in a.vars_file),
         vault_password_file=Path(a.vault_password_file) if a.vault_password_file else None,
@@ -176,6 +190,19 @@ def cmd_demo(ctx: Context) -> int:
     return int(result.exit_code)
 
 
+def cmd_init(ctx: Context) -> int:
+    """Scaffold an inventory from the commented example."""
+    import shutil
+
+    target: Path = ctx.args.directory
+    if target.exists() and any(target.iterdir()):
+        raise ConfigError(f"{target} exists and is not empty; choose a new directory")
+    shutil.copytree(ctx.project.root / "inventory" / "example", target, dirs_exist_ok=True)
+    ctx.out.print(f"wrote {target}: edit hosts.yml, group_vars/all.yml and host_vars/, then run "
+                  f"`tflab check -i {target}`")
+    return int(ExitCode.OK)
+
+
 def run_options() -> argparse.ArgumentParser:
     """Flags shared by every command that runs a playbook."""
     p = argparse.ArgumentParser(add_help=False)
@@ -219,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-fail-percent", type=int, help="stop when more than this share of a batch fails")
     p.add_argument("--retry-failed", action="store_true", help="only the hosts that failed last time")
     p.add_argument("--playbook", default="site.yml", help="playbook under playbooks/ or a path")
+    p.add_argument("--validate-only", action="store_true",
+                   help="validate the inventory and stop (no host contacted)")
     p.set_defaults(handler=cmd_apply)
+
+    p = sub.add_parser("init", parents=[common], help="scaffold an inventory from the example")
+    p.add_argument("directory", type=Path, nargs="?", default=DEFAULT_INVENTORY)
+    p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("demo", parents=[common, runopts],
                        help="provision a local sandbox host end to end (no server needed)")
@@ -245,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         ctx = Context(args=args, project=Project.locate(args.project_dir),
                       state=StateDir(args.state_dir or default_state_dir()),
@@ -254,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         return handler(ctx)
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
+        return int(ExitCode.USAGE)
+    except InventoryInvalid as exc:
+        err.print(f"[red]invalid inventory[/red] ({len(exc.problems)} problem(s); no host was contacted):")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False)
         return int(ExitCode.USAGE)
     except sandbox.SandboxError as exc:
         err.print(f"[red]sandbox:[/red] {exc}")

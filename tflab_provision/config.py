@@ -1,0 +1,151 @@
+"""The inventory schema: tflab's shared settings and the per-user workspaces.
+
+Validated before any run, so a typo or a weak secret is reported with its file, field and fix
+and no host is contacted. Role variables are checked against each role's own
+meta/argument_specs.yml (one source of truth, also enforced by Ansible at run time).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+USER_NAME = r"^[a-z_][a-z0-9_-]{0,31}$"
+SIZE = r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$"
+# Jupyter Server 2 password hashes; sha1 (the old notebook default) is refused as weak.
+ARGON2_HASH = re.compile(r"^argon2:\$argon2id?\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+SSH_KEY = re.compile(r"^(ssh-ed25519|sk-ssh-ed25519@openssh\.com|ssh-rsa|sk-ecdsa-sha2-nistp256@openssh\.com"
+                     r"|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]{40,}( .*)?$")
+
+
+def is_template(value: object) -> bool:
+    """Jinja expressions are resolved by Ansible on the host; only literal values are checked."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form (e.g. 10.0.0.0/24): {exc}") from exc
+
+
+def check_abs_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ValueError(f"{value!r} must be an absolute path")
+    if ".." in path.parts:
+        raise ValueError(f"{value!r} must not contain '..'")
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(check_cidr)]
+AbsPath = Annotated[str, AfterValidator(check_abs_path)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Dataset(Strict):
+    """A host directory mounted read-only into a workspace."""
+
+    src: AbsPath
+    dest: AbsPath
+
+
+class Workspace(Strict):
+    """One user's TensorFlow workspace on a host."""
+
+    name: str = Field(pattern=USER_NAME)
+    uid: int = Field(ge=1000, le=65533)
+    gid: int | None = Field(default=None, ge=1000, le=65533)
+    state: Literal["present", "absent"] = "present"
+    purge: bool = False
+    ssh_port: int | None = Field(default=None, ge=1024, le=65535)
+    jupyter_port: int | None = Field(default=None, ge=1024, le=65535)
+    gpus: Literal["all", "none"] | list[Annotated[int, Field(ge=0)]] | None = None
+    memory: str | None = Field(default=None, pattern=SIZE)
+    cpus: float | None = Field(default=None, gt=0)
+    shm_size: str | None = Field(default=None, pattern=SIZE)
+    pids_limit: int | None = Field(default=None, ge=64)
+    allowed_cidrs: list[Cidr] | None = None
+    authorized_keys: list[str] = Field(default_factory=list)
+    jupyter_password_hash: str | None = None
+    datasets: list[Dataset] = Field(default_factory=list)
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not is_template(key) and not SSH_KEY.match(key.strip()):
+                raise ValueError(f"{key[:40]!r}… is not an OpenSSH public key line "
+                                 "(expected 'ssh-ed25519 AAAA… comment')")
+        return value
+
+    @field_validator("jupyter_password_hash")
+    @classmethod
+    def _password_hash(cls, value: str | None) -> str | None:
+        if value is None or is_template(value):
+            return value
+        if value == "":
+            raise ValueError("is empty: set an argon2 hash, or remove it to get a random token")
+        if value.startswith("sha1:"):
+            raise ValueError("is a salted SHA-1 hash, which is weak: make an argon2 hash with "
+                             "`python -c 'from jupyter_server.auth import passwd; print(passwd())'`")
+        if not ARGON2_HASH.match(value):
+            raise ValueError("must be an argon2 hash ('argon2:$argon2id$…'), never a plain password; "
+                             "make one with `python -c 'from jupyter_server.auth import passwd; "
+                             "print(passwd())'`")
+        return value
+
+
+class WorkspaceDefaults(Strict):
+    """Per-group defaults for workspaces; a workspace's own value wins."""
+
+    gpus: Literal["all", "none"] | list[Annotated[int, Field(ge=0)]] | None = None
+    memory: str | None = Field(default=None, pattern=SIZE)
+    cpus: float | None = Field(default=None, gt=0)
+    shm_size: str | None = Field(default=None, pattern=SIZE)
+    pids_limit: int | None = Field(default=None, ge=64)
+
+
+class TflabSettings(Strict):
+    """The shared `tflab_*` inventory settings (any may be absent in a given file)."""
+
+    tflab_admin_cidrs: list[Cidr] | None = None
+    tflab_user_cidrs: list[Cidr] | None = None
+    tflab_data_root: str | None = None
+    tflab_dataset_roots: list[AbsPath] | None = None
+    tflab_workspaces: list[Workspace] | None = None
+    tflab_workspace_defaults: WorkspaceDefaults | None = None
+    tflab_serial: int | str | None = None
+    tflab_max_fail_percent: int | None = Field(default=None, ge=0, le=100)
+    tflab_target: str | None = None
+
+    @field_validator("tflab_admin_cidrs")
+    @classmethod
+    def _admin_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("is empty: the firewall would lock every admin out of SSH; "
+                             "list the networks you administer from")
+        return value
+
+    @field_validator("tflab_data_root")
+    @classmethod
+    def _root(cls, value: str | None) -> str | None:
+        return None if value is None or is_template(value) else check_abs_path(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skip_templates(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not is_template(v)}
+        return data
+
+
+TFLAB_KEYS = frozenset(TflabSettings.model_fields)
