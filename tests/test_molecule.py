@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 pytestmark = [pytest.mark.molecule, pytest.mark.testbed, pytest.mark.slow]

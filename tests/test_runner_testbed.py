@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, Tflab, docker
 
 pytestmark = pytest.mark.testbed
