@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -19,7 +20,7 @@ from rich.live import Live
 from . import sandbox
 from .events import RunProgress, render_progress
 from .inventory import InventoryInvalid, validate_inventory
-from .report import ExitCode, RunResult, junit_xml, render_table
+from .report import ExitCode, RunResult, junit_xml, render_plan, render_reports, render_table
 from .runner import ConfigError, PlaybookRunner, Project, RunRequest
 from .state import StateDir, default_state_dir
 
@@ -56,7 +57,8 @@ def cancellation() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def execute(ctx: Context, request: RunRequest) -> RunResult:
+def execute(ctx: Context, request: RunRequest,
+            render: Callable[[RunResult], None] | None = None) -> RunResult:
     """Run a playbook with the live view (on a terminal) and print the outcome."""
     runner = PlaybookRunner(ctx.project, ctx.state)
     title = f"tflab · {request.playbook}"
@@ -77,6 +79,8 @@ def execute(ctx: Context, request: RunRequest) -> RunResult:
         Path(ctx.args.junit).write_text(junit_xml(result))
     if ctx.args.json:
         ctx.out.print_json(result.model_dump_json())
+    elif render:
+        render(result)
     else:
         render_table(result, ctx.out)
         if result.exit_code == ExitCode.CANCELLED:
@@ -133,6 +137,39 @@ def cmd_apply(ctx: Context) -> int:
         flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose,
     )
     return int(execute(ctx, request).exit_code)
+
+
+def read_only_request(ctx: Context, playbook: str) -> RunRequest:
+    a = ctx.args
+    return RunRequest(playbook=playbook, inventories=inventories_from(ctx), limit=limit_from(ctx),
+                      vars_files=tuple(Path(p) for p in a.vars_file),
+                      vault_password_file=Path(a.vault_password_file) if a.vault_password_file else None,
+                      flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose)
+
+
+def cmd_check(ctx: Context) -> int:
+    """Preflight every host: a table of problems; exit 2 when any host has one."""
+    result = execute(ctx, read_only_request(ctx, "check.yml"), lambda r: render_reports(
+        r, ctx.out, "tflab check", ["os", "kernel", "gpus", "secure_boot", "free_gib", "problems"]))
+    if result.exit_code != ExitCode.OK:
+        return int(result.exit_code)
+    has_problems = any(r.get("problems") for r in result.reports.values())
+    return int(ExitCode.TASK_FAILED if has_problems else ExitCode.OK)
+
+
+def cmd_plan(ctx: Context) -> int:
+    """site.yml in check + diff mode: per host, what would change. Changes nothing."""
+    base = read_only_request(ctx, "site.yml")
+    request = dataclasses.replace(base, check=True, diff=True, tags=tuple(ctx.args.tags),
+                                  skip_tags=tuple(ctx.args.skip_tags))
+    return int(execute(ctx, request, lambda r: render_plan(r, ctx.out)).exit_code)
+
+
+def cmd_status(ctx: Context) -> int:
+    """Fleet table: GPUs, driver, reboot pending, Docker runtime, workspaces."""
+    result = execute(ctx, read_only_request(ctx, "status.yml"), lambda r: render_reports(
+        r, ctx.out, "tflab status", ["gpus", "driver", "reboot", "docker_runtime", "workspaces"]))
+    return int(result.exit_code)
 
 
 def sandbox_docker() -> sandbox.Docker:
@@ -238,10 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
                "3 a host unreachable · 4 cancelled.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("apply", parents=[common, runopts], help="provision hosts (site.yml)")
-    p.add_argument("--tags", type=lambda s: [t for t in s.split(",") if t], default=[],
-                   help=f"only these parts: {','.join(SITE_TAGS)}")
-    p.add_argument("--skip-tags", type=lambda s: [t for t in s.split(",") if t], default=[])
+    tags = argparse.ArgumentParser(add_help=False)
+    tags.add_argument("--tags", type=lambda s: [t for t in s.split(",") if t], default=[],
+                      help=f"only these parts: {','.join(SITE_TAGS)}")
+    tags.add_argument("--skip-tags", type=lambda s: [t for t in s.split(",") if t], default=[])
+
+    p = sub.add_parser("apply", parents=[common, runopts, tags], help="provision hosts (site.yml)")
     p.add_argument("--serial", help="rolling batches: a host count or percentage")
     p.add_argument("--max-fail-percent", type=int, help="stop when more than this share of a batch fails")
     p.add_argument("--retry-failed", action="store_true", help="only the hosts that failed last time")
@@ -249,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-only", action="store_true",
                    help="validate the inventory and stop (no host contacted)")
     p.set_defaults(handler=cmd_apply)
+
+    p = sub.add_parser("check", parents=[common, runopts],
+                       help="preflight: reachability, sudo, OS, disk, apt lock, GPUs, Secure Boot")
+    p.set_defaults(handler=cmd_check)
+    p = sub.add_parser("plan", parents=[common, runopts, tags],
+                       help="what apply would change, per host (check + diff mode)")
+    p.set_defaults(handler=cmd_plan)
+    p = sub.add_parser("status", parents=[common, runopts],
+                       help="fleet table: GPUs, driver, Docker runtime, workspaces")
+    p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("init", parents=[common], help="scaffold an inventory from the example")
     p.add_argument("directory", type=Path, nargs="?", default=DEFAULT_INVENTORY)

@@ -42,6 +42,10 @@ class RunProgress:
     current_task: dict[str, str] = field(default_factory=dict)
     failures: list[TaskFailure] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
+    # host → what changed (or would change, in check mode): "task" or "task [item]".
+    changes: dict[str, list[str]] = field(default_factory=dict)
+    # host → data returned by tasks named "tflab report …" (check and status plays).
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     play: str = ""
     task: str = ""
     finished: bool = False
@@ -72,6 +76,13 @@ class RunProgress:
             stats = self.host(host)
             stats.ok += 1
             stats.changed += bool(res.get("changed"))
+            if res.get("changed") and "results" not in res:
+                self.changes.setdefault(host, []).append(task)
+            if task.lower().startswith("tflab report") and isinstance(res.get("tflab_report"), Mapping):
+                self.reports.setdefault(host, {}).update(res["tflab_report"])
+        elif kind == "runner_item_on_ok" and host and res.get("changed"):
+            label = res.get("_ansible_item_label", res.get("item", ""))
+            self.changes.setdefault(host, []).append(f"{task} [{label}]")
         elif kind == "runner_on_skipped" and host:
             self.host(host).skipped += 1
         elif kind == "runner_on_failed" and host:

@@ -6,6 +6,7 @@ import enum
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 from rich.console import Console
@@ -59,6 +60,8 @@ class RunResult(BaseModel):
     hosts: dict[str, HostStats] = Field(default_factory=dict)
     failures: list[TaskFailure] = Field(default_factory=list)
     batches: list[list[str]] = Field(default_factory=list)
+    changes: dict[str, list[str]] = Field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = Field(default_factory=dict)
     rc: int | None = None
 
     def failed_hosts(self) -> list[str]:
@@ -139,3 +142,41 @@ def merge_stats(into: dict[str, HostStats], stats_event: dict[str, dict[str, int
             ours: int((stats_event.get(theirs) or {}).get(host, 0)) for theirs, ours in fields.items()
         })
         into[host] = stats
+
+
+def render_reports(result: RunResult, console: Console, title: str, columns: list[str]) -> None:
+    """A table of what a read-only play reported per host (check, status)."""
+    table = Table(title=title)
+    table.add_column("host")
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for host in sorted(result.hosts):
+        report = result.reports.get(host)
+        if report is None:
+            state = result.hosts[host].state
+            table.add_row(host, *([f"[red]{state}[/red]"] + [""] * (len(columns) - 1)))
+            continue
+        cells = []
+        for column in columns:
+            value = report.get(column, "")
+            if isinstance(value, list):
+                value = "\n".join(str(v) for v in value) or "-"
+            cells.append(str(value))
+        table.add_row(host, *cells)
+    console.print(table)
+    for failure in result.failures:
+        kind = "UNREACHABLE" if failure.unreachable else "FAILED"
+        console.print(f"[red]{kind}[/red] {failure.host} · {failure.task}: {failure.message}")
+
+
+def render_plan(result: RunResult, console: Console) -> None:
+    table = Table(title=f"plan: what {result.playbook} would change (nothing was changed)")
+    table.add_column("host")
+    table.add_column("changes", justify="right")
+    table.add_column("items")
+    for host in sorted(result.hosts):
+        items = result.changes.get(host, [])
+        table.add_row(host, str(len(items)), "\n".join(items) or "[green]up to date[/green]")
+    console.print(table)
+    for failure in result.failures:
+        console.print(f"[red]FAILED[/red] {failure.host} · {failure.task}: {failure.message}")

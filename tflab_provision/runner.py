@@ -151,7 +151,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         "ANSIBLE_CONFIG": str(project.ansible_cfg),
         # ansible-runner turns host key checking off unless told; keep Ansible's (safe) default.
         "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-        "ANSIBLE_FORCE_COLOR": "false",
+        "ANSIBLE_NOCOLOR": "1",
         # Marks every process of this run, so a cancelled run can be reaped completely.
         RUN_MARKER_ENV: run_dir.name,
         # ansible-playbook from the same environment as this package, even when not on PATH.
@@ -220,6 +220,8 @@ class PlaybookRunner:
             hosts=progress.hosts,
             failures=progress.failures,
             batches=[b for b in progress.batches if b],
+            changes=progress.changes,
+            reports=progress.reports,
             rc=rc,
         )
         if status == "failed" and not progress.hosts:
