@@ -22,15 +22,15 @@ Event = Mapping[str, Any]
 
 def failure_message(res: Mapping[str, Any]) -> str:
     """The most useful single line of a failed task's result."""
+    if "results" in res:  # a loop: the first failed item says more than "One or more items failed"
+        for item in res["results"]:
+            if isinstance(item, Mapping) and item.get("failed"):
+                return failure_message(item)
     for key in ("msg", "stderr", "reason", "module_stderr", "stdout"):
         value = res.get(key)
         if value:
             text = str(value).strip()
             return text if len(text) <= 600 else text[:600] + "…"
-    if "results" in res:  # a loop: report the first failed item
-        for item in res["results"]:
-            if isinstance(item, Mapping) and item.get("failed"):
-                return failure_message(item)
     return "task failed (no message)"
 
 

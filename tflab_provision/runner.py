@@ -8,6 +8,7 @@ keeps ansible-runner from writing its own env/ copies into the run directory.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -208,6 +209,7 @@ class PlaybookRunner:
         thread.join()
         if cancel.is_set():
             reap_run_processes(run_dir.name)
+        scrub_environment(run_dir)
         status = str(runner.status)
         rc = runner.rc if isinstance(runner.rc, int) else None
         result = RunResult(
@@ -262,3 +264,22 @@ def reap_run_processes(run_id: str, procfs: Path = Path("/proc")) -> list[int]:
     if killed:
         log.info("reaped %d leftover process(es) of cancelled run %s", len(killed), run_id)
     return killed
+
+
+def scrub_environment(run_dir: Path) -> None:
+    """Drop environment values from ansible-runner's `command` artifact.
+
+    ansible-runner records the whole process environment there; a controller's environment
+    can hold credentials, so only the variable names are kept.
+    """
+    command = run_dir / "artifacts" / "run" / "command"
+    if not command.is_file():
+        return
+    try:
+        data = json.loads(command.read_text())
+    except (OSError, json.JSONDecodeError):
+        command.unlink(missing_ok=True)
+        return
+    if isinstance(data.get("env"), dict):
+        data["env"] = sorted(data["env"])
+        command.write_text(json.dumps(data))
