@@ -31,12 +31,14 @@ class Tflab:
     def argv(self, *args: str) -> list[str]:
         return [*TFLAB, *args, "--state-dir", str(self.state_dir)]
 
-    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, env={**os.environ, **(env or {})})
 
-    def run_json(self, *args: str, timeout: float = 600) -> tuple[int, dict[str, object]]:
-        proc = self.run(*args, "--json", timeout=timeout)
+    def run_json(self, *args: str, timeout: float = 600,
+                 env: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
+        proc = self.run(*args, "--json", timeout=timeout, env=env)
         try:
             data = json.loads(proc.stdout)
         except json.JSONDecodeError:

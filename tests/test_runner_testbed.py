@@ -96,8 +96,10 @@ def test_secret_in_vars_file_leaks_nowhere(tflab: Tflab, sandbox_fleet: Path, tm
     sampler = threading.Thread(target=sample_ps)
     sampler.start()
     try:
+        # A credential in the controller's environment must not reach the artifacts either.
         rc, result = tflab.run_json("apply", "-i", str(sandbox_fleet), "--limit", "tflab-pt-1",
-                                    "--playbook", "tests/playbooks/secret.yml", "-e", str(extra))
+                                    "--playbook", "tests/playbooks/secret.yml", "-e", str(extra),
+                                    env={"TFLAB_TEST_CONTROLLER_TOKEN": secret})
     finally:
         done.set()
         sampler.join()
