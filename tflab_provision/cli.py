@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.live import Live
 
 from . import sandbox
+from . import workspaces as ws_edit
 from .events import RunProgress, render_progress
-from .inventory import InventoryInvalid, validate_inventory
+from .inventory import InventoryInvalid, port_settings, validate_inventory, workspace_ports
 from .report import ExitCode, RunResult, junit_xml, render_plan, render_reports, render_table
 from .runner import ConfigError, PlaybookRunner, Project, RunRequest
 from .state import StateDir, default_state_dir
@@ -172,6 +173,120 @@ def cmd_status(ctx: Context) -> int:
     return int(result.exit_code)
 
 
+def _workspace_table(ctx: Context, rows: list[dict[str, object]], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("host", "name", "uid", "state", "gpus", "ssh", "jupyter"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("host", "name", "uid", "state", "gpus", "ssh", "jupyter")))
+    ctx.out.print(table)
+
+
+def workspace_rows(ctx: Context) -> list[dict[str, object]]:
+    hosts = validate_inventory(inventories_from(ctx), ctx.project.root, ctx.state.facts)
+    return ws_edit.workspace_rows(hosts, workspace_ports(ctx.project.root),
+                                  {h: port_settings(v) for h, v in hosts.items()})
+
+
+def cmd_workspace_list(ctx: Context) -> int:
+    rows = workspace_rows(ctx)
+    if ctx.args.json:
+        ctx.out.print_json(data=rows)
+    else:
+        _workspace_table(ctx, rows, "workspaces (from the inventory)")
+    return int(ExitCode.OK)
+
+
+def cmd_workspace_show(ctx: Context) -> int:
+    rows = [r for r in workspace_rows(ctx) if r["host"] == ctx.args.host and r["name"] == ctx.args.name]
+    if not rows:
+        raise ConfigError(f"no workspace {ctx.args.name!r} on host {ctx.args.host!r} in the inventory")
+    row = dict(rows[0])
+    if ctx.args.reveal_secret:
+        row["jupyter_secret"] = reveal_jupyter_secret(ctx, str(row["host"]), str(row["name"]))
+    if ctx.args.json:
+        ctx.out.print_json(data=row)
+    else:
+        for key, value in row.items():
+            ctx.out.print(f"{key:>14}: {value}", markup=False)
+    return int(ExitCode.OK)
+
+
+def reveal_jupyter_secret(ctx: Context, host: str, name: str) -> str:
+    """Fetch the workspace's Jupyter token from its 0600 file on the host into a 0600 local file.
+
+    The token never passes through task results (fetch returns checksums only), so it stays out
+    of the run's artifacts.
+    """
+    secret_dir = ctx.state.root / "secrets"
+    secret_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    local = secret_dir / f"{host}-{name}.token"
+    request = RunRequest(playbook="workspace-secret.yml", inventories=inventories_from(ctx),
+                         limit=host, extra_vars={"tflab_secret_workspace": name,
+                                                 "tflab_secret_dest": str(local)})
+    result = PlaybookRunner(ctx.project, ctx.state).run(request, threading.Event())
+    if result.exit_code != ExitCode.OK or not local.exists():
+        messages = "; ".join(f.message for f in result.failures) or "no token file on the host"
+        raise ConfigError(f"could not read the Jupyter secret of {name} on {host}: {messages}")
+    local.chmod(0o600)
+    return local.read_text().strip()
+
+
+def _apply_workspaces(ctx: Context, host: str) -> int:
+    """Apply only what a workspace change touches on that host: its firewall rules and containers."""
+    request = RunRequest(playbook="site.yml", inventories=inventories_from(ctx), limit=host,
+                         tags=("workspaces", "firewall"),
+                         vars_files=tuple(Path(p) for p in ctx.args.vars_file),
+                         vault_password_file=(Path(ctx.args.vault_password_file)
+                                              if ctx.args.vault_password_file else None))
+    return int(execute(ctx, request).exit_code)
+
+
+def _edit_host_vars(ctx: Context, change: Callable[[object], None]) -> None:
+    inventory_dir = (Path(ctx.args.inventory[0]) if ctx.args.inventory
+                     else ctx.project.root / DEFAULT_INVENTORY)
+    path = ws_edit.host_vars_file(inventory_dir, ctx.args.host)
+    before = path.read_text() if path.exists() else None
+    with ws_edit.edited(path) as data:
+        change(data)
+    try:
+        inventories_from(ctx)
+    except (InventoryInvalid, ConfigError):
+        if before is None:
+            path.unlink()
+        else:
+            path.write_text(before)
+        raise
+
+
+def cmd_workspace_add(ctx: Context) -> int:
+    a = ctx.args
+    workspace: dict[str, object] = {"name": a.name, "uid": a.uid}
+    if a.gpus is not None:
+        workspace["gpus"] = a.gpus if a.gpus in ("all", "none") else [int(g) for g in a.gpus.split(",")]
+    for key in ("memory", "cpus", "ssh_port", "jupyter_port"):
+        if getattr(a, key) is not None:
+            workspace[key] = getattr(a, key)
+    if a.key:
+        workspace["authorized_keys"] = [line.strip() for k in a.key
+                                        for line in Path(k).read_text().splitlines() if line.strip()]
+    _edit_host_vars(ctx, lambda data: ws_edit.add_workspace(data, workspace))
+    ctx.err.print(f"added {a.name} to {a.host}'s inventory; applying workspaces and firewall there")
+    return _apply_workspaces(ctx, a.host) if not a.no_apply else int(ExitCode.OK)
+
+
+def cmd_workspace_remove(ctx: Context) -> int:
+    a = ctx.args
+    if a.purge and not a.yes_delete_data:
+        raise ConfigError("--purge deletes the user's data for good: add --yes-delete-data to confirm")
+    _edit_host_vars(ctx, lambda data: ws_edit.remove_workspace(data, a.name, a.purge))
+    ctx.err.print(f"marked {a.name} absent on {a.host} "
+                  f"({'data will be deleted' if a.purge else 'data will be archived'}); applying")
+    return _apply_workspaces(ctx, a.host) if not a.no_apply else int(ExitCode.OK)
+
+
 def sandbox_docker() -> sandbox.Docker:
     docker = sandbox.Docker()
     sandbox.require_engine(docker)
@@ -298,6 +413,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common, runopts],
                        help="fleet table: GPUs, driver, Docker runtime, workspaces")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("workspace", help="add, remove, list and show users' workspaces")
+    wsub = p.add_subparsers(dest="workspace_command", required=True, metavar="ACTION")
+    wp = wsub.add_parser("list", parents=[common, runopts], help="workspaces in the inventory")
+    wp.set_defaults(handler=cmd_workspace_list)
+    wp = wsub.add_parser("show", parents=[common, runopts], help="connection details of one workspace")
+    wp.add_argument("host")
+    wp.add_argument("name")
+    wp.add_argument("--reveal-secret", action="store_true",
+                    help="also fetch and print the Jupyter token (kept 0600 on the host)")
+    wp.set_defaults(handler=cmd_workspace_show)
+    wp = wsub.add_parser("add", parents=[common, runopts], help="add a user's workspace and apply it")
+    wp.add_argument("host")
+    wp.add_argument("name")
+    wp.add_argument("--uid", type=int, required=True)
+    wp.add_argument("--gpus", help="'all', 'none' or indices like 0,1")
+    wp.add_argument("--memory")
+    wp.add_argument("--cpus", type=float)
+    wp.add_argument("--ssh-port", type=int)
+    wp.add_argument("--jupyter-port", type=int)
+    wp.add_argument("--key", action="append", help="file with the user's SSH public key(s)")
+    wp.add_argument("--no-apply", action="store_true", help="only edit the inventory")
+    wp.set_defaults(handler=cmd_workspace_add)
+    wp = wsub.add_parser("remove", parents=[common, runopts],
+                         help="remove a workspace (its data is archived unless --purge)")
+    wp.add_argument("host")
+    wp.add_argument("name")
+    wp.add_argument("--purge", action="store_true", help="delete the user's data instead of archiving")
+    wp.add_argument("--yes-delete-data", action="store_true", help="confirm --purge")
+    wp.add_argument("--no-apply", action="store_true", help="only edit the inventory")
+    wp.set_defaults(handler=cmd_workspace_remove)
 
     p = sub.add_parser("init", parents=[common], help="scaffold an inventory from the example")
     p.add_argument("directory", type=Path, nargs="?", default=DEFAULT_INVENTORY)

@@ -250,6 +250,16 @@ PORT_SETTINGS = {"ssh_base": "tf_workspace_ssh_port_base", "jupyter_base": "tf_w
                  "uid_base": "tf_workspace_uid_base", "range_size": "tf_workspace_port_range_size"}
 
 
+def port_settings(hostvars: Mapping[str, Any]) -> dict[str, Any]:
+    return {arg: hostvars[var] for arg, var in PORT_SETTINGS.items()
+            if var in hostvars and not is_template(hostvars[var])}
+
+
+def workspace_ports(project_root: Path) -> Any:
+    """The `tflab_workspace_ports` filter: workspaces → workspaces with their ports set."""
+    return _workspace_filters(project_root).tflab_workspace_ports
+
+
 def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
                facts_dir: Path | None) -> list[Problem]:
     source = f"host {host}"
@@ -257,11 +267,8 @@ def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
     workspaces = hostvars.get("tflab_workspaces") or []
     if is_template(workspaces) or not isinstance(workspaces, list):
         return problems
-    port_settings = {arg: hostvars[var] for arg, var in PORT_SETTINGS.items()
-                     if var in hostvars and not is_template(hostvars[var])}
     try:
-        _workspace_filters(project_root).tflab_workspace_ports(
-            [dict(w) for w in workspaces], **port_settings)
+        workspace_ports(project_root)([dict(w) for w in workspaces], **port_settings(hostvars))
     except Exception as exc:  # AnsibleFilterError: the same words the playbook would say
         problems.append(Problem(source, "tflab_workspaces", str(exc)))
     gpu_count = cached_gpu_count(facts_dir, host)

@@ -1,0 +1,97 @@
+"""Editing a host's workspace list in the inventory (comments and order preserved).
+
+`tflab workspace add|remove` change `host_vars/<host>.yml` of the first inventory directory,
+validate the whole inventory with the change, and restore the file if it does not validate.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from .runner import ConfigError
+
+
+def _yaml() -> YAML:
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold SSH keys
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def host_vars_file(inventory_dir: Path, host: str) -> Path:
+    if not inventory_dir.is_dir():
+        raise ConfigError(f"{inventory_dir} is not an inventory directory; `tflab workspace` edits "
+                          "host_vars/ inside one (create it with `tflab init`)")
+    return inventory_dir / "host_vars" / f"{host}.yml"
+
+
+def load_host_vars(path: Path) -> Any:
+    if not path.exists():
+        return _yaml().load("---\n{}\n") or {}
+    data = _yaml().load(path.read_text())
+    return data if data is not None else {}
+
+
+def dump(data: Any) -> str:
+    stream = io.StringIO()
+    _yaml().dump(data, stream)
+    text = stream.getvalue()
+    return text if text.startswith("---") else "---\n" + text
+
+
+@contextmanager
+def edited(path: Path) -> Iterator[Any]:
+    """Yield the host's vars for editing; write them back (the caller validates afterwards)."""
+    data = load_host_vars(path)
+    yield data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump(data))
+
+
+def add_workspace(data: Any, workspace: Mapping[str, Any]) -> None:
+    workspaces = data.setdefault("tflab_workspaces", [])
+    for existing in workspaces:
+        if existing.get("name") == workspace["name"]:
+            if existing.get("state", "present") == "absent":
+                existing.clear()
+                existing.update(workspace)
+                return
+            raise ConfigError(f"workspace {workspace['name']!r} already exists on this host; "
+                              "edit host_vars to change it, or remove it first")
+    workspaces.append(dict(workspace))
+
+
+def remove_workspace(data: Any, name: str, purge: bool) -> None:
+    """Mark absent (the role archives the data, or deletes it with purge) — never drop silently."""
+    for existing in data.get("tflab_workspaces") or []:
+        if existing.get("name") == name:
+            existing["state"] = "absent"
+            if purge:
+                existing["purge"] = True
+            return
+    raise ConfigError(f"no workspace {name!r} in this host's inventory")
+
+
+def workspace_rows(hosts: Mapping[str, Mapping[str, Any]],
+                   port_filter: Any, port_settings: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every workspace of every host with its effective ports (the playbook's own allocation)."""
+    rows: list[dict[str, Any]] = []
+    for host, hostvars in sorted(hosts.items()):
+        workspaces: Sequence[Mapping[str, Any]] = hostvars.get("tflab_workspaces") or []
+        if not workspaces:
+            continue
+        address = str(hostvars.get("ansible_host") or host)
+        for ws in port_filter([dict(w) for w in workspaces], **port_settings.get(host, {})):
+            rows.append({"host": host, "address": address, "name": ws["name"], "uid": ws["uid"],
+                         "state": ws.get("state", "present"), "gpus": ws.get("gpus", "default"),
+                         "ssh_port": ws["ssh_port"], "jupyter_port": ws["jupyter_port"],
+                         "ssh": f"ssh -p {ws['ssh_port']} {ws['name']}@{address}",
+                         "jupyter": f"http://{address}:{ws['jupyter_port']}/"})
+    return rows
