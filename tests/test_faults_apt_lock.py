@@ -17,13 +17,16 @@ pytestmark = pytest.mark.testbed
 HOLD_LOCK = ("import fcntl, os, time; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT); "
              "fcntl.lockf(fd, fcntl.LOCK_EX); time.sleep({seconds})")
 
+# Exits non-zero while someone else holds that lock.
+PROBE_LOCK = ("import fcntl, os; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT); "
+              "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)")
+
 
 def hold_dpkg_lock(host: str, seconds: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(["docker", "exec", host, "python3", "-c", HOLD_LOCK.format(seconds=seconds)])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # wait until the lock is really held
-        if "lock-frontend" in docker("exec", host, "sh", "-c", "cat /proc/locks; ls -l /proc/*/fd 2>/dev/null | "
-                                     "grep lock-frontend").stdout:
+        if docker("exec", host, "python3", "-c", PROBE_LOCK).returncode != 0:
             return proc
         time.sleep(0.2)
     proc.kill()
