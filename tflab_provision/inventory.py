@@ -209,8 +209,8 @@ def check_files(sources: Sequence[Path], roles_dir: Path) -> list[Problem]:
 
 def _workspace_filters(project_root: Path) -> Any:
     """The playbook's own port allocation (one rule for tflab, the firewall and the containers)."""
-    path = project_root / "playbooks" / "filter_plugins" / "tflab_workspaces.py"
-    spec = importlib.util.spec_from_file_location("tflab_workspaces_filters", path)
+    path = project_root / "playbooks" / "filter_plugins" / "tf_workspace.py"
+    spec = importlib.util.spec_from_file_location("tf_workspace_filters", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -256,8 +256,8 @@ def port_settings(hostvars: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def workspace_ports(project_root: Path) -> Any:
-    """The `tflab_workspace_ports` filter: workspaces → workspaces with their ports set."""
-    return _workspace_filters(project_root).tflab_workspace_ports
+    """The `tf_workspace_ports` filter: workspaces → workspaces with their ports set."""
+    return _workspace_filters(project_root).tf_workspace_ports
 
 
 def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
