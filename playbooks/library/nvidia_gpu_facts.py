@@ -171,12 +171,8 @@ def scan_pci_devices(sysfs_root: str) -> list[dict[str, Any]]:
                 "vendor": (vendor or "").lower(),
                 "device": (read_text(os.path.join(path, "device")) or "").lower(),
                 "class": (pci_class or "").lower(),
-                "subsystem_vendor": (
-                    read_text(os.path.join(path, "subsystem_vendor")) or ""
-                ).lower(),
-                "subsystem_device": (
-                    read_text(os.path.join(path, "subsystem_device")) or ""
-                ).lower(),
+                "subsystem_vendor": (read_text(os.path.join(path, "subsystem_vendor")) or "").lower(),
+                "subsystem_device": (read_text(os.path.join(path, "subsystem_device")) or "").lower(),
                 "driver": driver,
             }
         )
@@ -193,9 +189,7 @@ def parse_module_version(text: str | None) -> str | None:
 
 def loaded_module_version(sysfs_root: str, procfs_root: str) -> str | None:
     """Loaded nvidia.ko version: /proc/driver/nvidia/version, else /sys/module/nvidia/version."""
-    version = parse_module_version(
-        read_text(os.path.join(procfs_root, "driver", "nvidia", "version"))
-    )
+    version = parse_module_version(read_text(os.path.join(procfs_root, "driver", "nvidia", "version")))
     if version:
         return version
     fallback = read_text(os.path.join(sysfs_root, "module", "nvidia", "version"))
@@ -249,9 +243,7 @@ def parse_dpkg_query(output: str) -> list[dict[str, str]]:
     return packages
 
 
-def pick_driver_package(
-    installed: list[dict[str, str]], patterns: Iterable[str]
-) -> dict[str, str] | None:
+def pick_driver_package(installed: list[dict[str, str]], patterns: Iterable[str]) -> dict[str, str] | None:
     """First pattern with an installed match wins; within a pattern the highest version."""
     from fnmatch import fnmatchcase
 
@@ -366,9 +358,7 @@ def decide_reboot(
                 f"installed driver {installed_version}"
             )
         elif not module_loaded_version and (gpu_count > 0 or assume_gpu):
-            reasons.append(
-                f"driver {installed_version} is installed but no nvidia module is loaded"
-            )
+            reasons.append(f"driver {installed_version} is installed but no nvidia module is loaded")
     blockers = [
         f"GPU process {proc['pid']} {proc.get('process_name', '?')}"
         + (f" ({proc['used_memory']})" if proc.get("used_memory") else "")
@@ -383,10 +373,7 @@ def decide_reboot(
     elif blockers and not reboot_forced:
         action = "pending"
         message = (
-            "reboot pending: "
-            + "; ".join(reasons)
-            + ". Not rebooting while running: "
-            + ", ".join(blockers)
+            "reboot pending: " + "; ".join(reasons) + ". Not rebooting while running: " + ", ".join(blockers)
         )
     else:
         action = "reboot"
@@ -402,17 +389,13 @@ def decide_reboot(
     }
 
 
-def _merge_processes(
-    smi: list[dict[str, Any]], holders: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _merge_processes(smi: list[dict[str, Any]], holders: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """nvidia-smi's list plus device holders it did not name (e.g. when NVML is broken)."""
     seen = {proc["pid"] for proc in smi}
     merged = list(smi)
     for holder in holders:
         if holder["pid"] not in seen:
-            merged.append(
-                {"pid": holder["pid"], "process_name": holder["process_name"], "used_memory": None}
-            )
+            merged.append({"pid": holder["pid"], "process_name": holder["process_name"], "used_memory": None})
     return merged
 
 
@@ -422,9 +405,7 @@ def subprocess_runner(timeout: int) -> Runner:
     def run(argv: list[str]) -> tuple[int, str, str]:
         env = dict(os.environ, LC_ALL="C")
         try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
-            )
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
         except subprocess.TimeoutExpired:
             return 124, "", f"{argv[0]} timed out after {timeout}s"
         except OSError as exc:
@@ -482,6 +463,7 @@ def gather(
     processes = _merge_processes(smi_processes, holders)
     containers = list(workspace_containers or [])
     installed_version = upstream_version(chosen["version"]) if chosen else None
+    secure_boot = secure_boot_state(sysfs_root)
     return {
         "count": len(devices),
         "devices": devices,
@@ -493,8 +475,8 @@ def gather(
         "installed_package_full_version": chosen["version"] if chosen else None,
         "installed_packages": installed,
         "nouveau_loaded": "nouveau" in modules,
-        "secure_boot": secure_boot_state(sysfs_root) == "enabled",
-        "secure_boot_state": secure_boot_state(sysfs_root),
+        "secure_boot": secure_boot == "enabled",
+        "secure_boot_state": secure_boot,
         "nvidia_smi_available": bool(smi_path),
         "nvidia_smi_ok": smi_ok,
         "nvidia_smi_error": smi_error,
@@ -518,7 +500,7 @@ def gather(
 
 def main() -> None:
     """Ansible entry point (imports Ansible only here so unit tests need no Ansible)."""
-    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+    from ansible.module_utils.basic import AnsibleModule
 
     module = AnsibleModule(
         argument_spec={

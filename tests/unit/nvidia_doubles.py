@@ -13,16 +13,14 @@ from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia_gpu"
 
 
 def load_library_module(name: str) -> ModuleType:
     """Import playbooks/library/<name>.py (not a package: Ansible loads it by path too)."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "playbooks" / "library" / f"{name}.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, REPO / "playbooks" / "library" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

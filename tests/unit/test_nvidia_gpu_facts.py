@@ -16,13 +16,14 @@ facts_mod = load_library_module("nvidia_gpu_facts")
 
 def gather_case(case: str, **kwargs: Any) -> dict[str, Any]:
     double = CommandDouble(case, kwargs.pop("commands", None))
-    return facts_mod.gather(
+    facts: dict[str, Any] = facts_mod.gather(
         sysfs_root=str(FIXTURES / case / "sys"),
         procfs_root=str(FIXTURES / case / "proc"),
         run=double.run,
         which=double.which,
         **kwargs,
     )
+    return facts
 
 
 # --- parsers --------------------------------------------------------------------------------
@@ -103,9 +104,7 @@ def test_pick_driver_package_prefers_pattern_order_then_highest_version() -> Non
         {"package": "nvidia-kernel-common-550-server", "version": "550.90.07-0ubuntu1"},
         {"package": "nvidia-dkms-535-server", "version": "535.183.01-0ubuntu1"},
     ]
-    chosen = facts_mod.pick_driver_package(
-        installed, ["nvidia-kernel-dkms", "nvidia-kernel-common-*"]
-    )
+    chosen = facts_mod.pick_driver_package(installed, ["nvidia-kernel-dkms", "nvidia-kernel-common-*"])
     assert chosen["package"] == "nvidia-kernel-common-550-server"
     assert facts_mod.pick_driver_package(installed, ["nvidia-kernel-dkms"]) is None
 
@@ -277,9 +276,7 @@ def test_gpu_jobs_running_forced() -> None:
 
 
 def test_workspace_containers_block_reboot() -> None:
-    reboot = gather_case("mismatch_after_upgrade", workspace_containers=["tflab-ws-alice"])[
-        "reboot"
-    ]
+    reboot = gather_case("mismatch_after_upgrade", workspace_containers=["tflab-ws-alice"])["reboot"]
     assert reboot["action"] == "pending"
     assert reboot["blockers"] == ["workspace container tflab-ws-alice"]
 
