@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Test bed only: make sure the real TensorFlow 2.9.3 test image exists (cached by tag + recipe hash).
+# Usage: tests/testbed/tf_image/build.sh   (callers hold /tmp/tflab-heavy.lock; this script does not,
+# so it can run inside a locked Molecule run without deadlocking).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+venv=${TFLAB_VENV:-/tmp/venv}
+start=$(date +%s)
+"$here/rootfs.sh"
+ANSIBLE_CONFIG="$repo/ansible.cfg" ANSIBLE_ROLES_PATH="$repo/roles" ANSIBLE_CACHE_PLUGIN=memory \
+  ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false \
+  "$venv/bin/ansible-playbook" -i localhost, -e "ansible_python_interpreter=$venv/bin/python" "$here/build.yml" "$@"
+echo "tf test image ready in $(( $(date +%s) - start )) s"
