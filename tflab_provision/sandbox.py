@@ -59,6 +59,26 @@ useradd --create-home --shell /bin/bash --groups sudo {ADMIN_USER}
 printf '{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\\n' > /etc/sudoers.d/{ADMIN_USER}
 chmod 0440 /etc/sudoers.d/{ADMIN_USER}
 passwd --lock root
+# A container gets a read-only /proc/sys; a real server does not. dockerd needs to write its own
+# network namespace's net.* settings (e.g. route_localnet with userland-proxy off), so /proc/sys/net
+# is made writable before Docker starts. Only net.* of the host's own namespace becomes writable.
+cat > /etc/systemd/system/tflab-sandbox-proc-sys-net.service <<'UNIT'
+[Unit]
+Description=tflab sandbox: writable /proc/sys/net, as on a real server
+DefaultDependencies=no
+Before=docker.service network-pre.target
+ConditionPathIsReadWrite=!/proc/sys/net
+
+[Service]
+Type=oneshot
+RemainAfterExit=true
+ExecStart=/bin/mount --bind /proc/sys/net /proc/sys/net
+ExecStart=/bin/mount -o remount,bind,rw /proc/sys/net
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+systemctl enable tflab-sandbox-proc-sys-net.service
 # Units that cannot work in a container and only add noise.
 systemctl mask getty@tty1.service serial-getty@.service systemd-udevd.service \\
   systemd-firstboot.service sys-kernel-config.mount 2>/dev/null || true
