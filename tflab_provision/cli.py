@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import yaml
 from rich.console import Console
 from rich.live import Live
 
@@ -301,12 +302,14 @@ def cmd_sandbox_image(ctx: Context) -> int:
     return 0
 
 
-def sandbox_up(ctx: Context, names: list[str], privileged: bool) -> Path:
+def sandbox_up(ctx: Context, names: list[str], privileged: bool,
+               extra_ports: tuple[int, ...] = ()) -> Path:
     docker = sandbox_docker()
     image = sandbox.ensure_base_image(docker, sandbox.BaseImageRecipe())
     key = sandbox.ensure_ssh_key(ctx.state.root)
     public_key = key.with_suffix(".pub").read_text()
-    hosts = [sandbox.start_host(docker, n, image, public_key, privileged=privileged) for n in names]
+    hosts = [sandbox.start_host(docker, n, image, public_key, privileged=privileged,
+                                extra_ports=extra_ports) for n in names]
     return sandbox.write_inventory(ctx.state.root, hosts, key)
 
 
@@ -327,18 +330,61 @@ def cmd_sandbox_down(ctx: Context) -> int:
     return 0
 
 
+DEMO_HOST = "tflab-sandbox-1"
+DEMO_USER = "demo"
+# The demo workspace's ports on the sandbox host (uid 2001 → 22001/28001), published to loopback.
+DEMO_SSH_PORT, DEMO_JUPYTER_PORT = 22001, 28001
+DEMO_OS_ARCHIVE = "/var/lib/tflab/images/debian-bullseye.tar"
+DEMO_CA = "/etc/tflab/controller-ca.pem"
+
+
+def demo_vars(ctx: Context, public_key: str, with_ca: bool) -> Path:
+    """The demo's workspace, as a 0600 vars file: one user, the TensorFlow image built from PyPI
+    on the sandbox host (as in a lab without Docker Hub), its OS image from an offline archive."""
+    data = {
+        "tflab_workspaces": [{"name": DEMO_USER, "uid": 2001, "cpus": 1, "memory": "2g",
+                              "shm_size": "512m", "authorized_keys": [public_key.strip()]}],
+        "tf_workspace_image_source": "pypi",
+        "tf_workspace_pypi_os_image": sandbox.WORKSPACE_OS_RECIPE.tag,
+        "tf_workspace_image_archives": [{"path": DEMO_OS_ARCHIVE, "name": sandbox.WORKSPACE_OS_RECIPE.tag}],
+        "tf_workspace_extra_ca_certs": [DEMO_CA] if with_ca else [],
+        "tf_workspace_gpu_support": False,
+    }
+    path = ctx.state.root / "sandbox" / "demo-vars.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
 def cmd_demo(ctx: Context) -> int:
-    """The embedded default: one sandbox host, provisioned by the real site.yml."""
+    """The embedded default: a sandbox host, the real site.yml, one TensorFlow workspace."""
     ctx.err.print("[bold]tflab demo[/bold]: a local sandbox host stands in for a GPU server")
-    inventory = sandbox_up(ctx, ["tflab-sandbox-1"], ctx.args.privileged)
+    docker = sandbox_docker()
+    inventory = sandbox_up(ctx, [DEMO_HOST], ctx.args.privileged,
+                           extra_ports=(DEMO_SSH_PORT, DEMO_JUPYTER_PORT))
+    os_image = sandbox.ensure_base_image(docker, sandbox.WORKSPACE_OS_RECIPE)
+    sandbox.copy_image_to_host(docker, DEMO_HOST, os_image, DEMO_OS_ARCHIVE)
+    # This machine's CA bundle, so pip in the image build trusts a TLS-inspecting proxy too.
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if bundle.exists():
+        docker.run("exec", DEMO_HOST, "mkdir", "-p", str(Path(DEMO_CA).parent))
+        docker.run("cp", str(bundle), f"{DEMO_HOST}:{DEMO_CA}")
+    key = sandbox.ensure_ssh_key(ctx.state.root)
+    extra = demo_vars(ctx, key.with_suffix(".pub").read_text(), bundle.exists())
     sandbox_group = ctx.project.root / "inventory" / "sandbox"
     request = RunRequest(playbook="site.yml", inventories=(sandbox_group, inventory),
-                         verbosity=ctx.args.verbose)
+                         vars_files=(extra,), verbosity=ctx.args.verbose)
     result = execute(ctx, request)
     if result.exit_code == ExitCode.OK and not ctx.args.json:
-        ctx.out.print(f"\nThe sandbox inventory is {inventory}. Re-run any time:\n"
-                      f"  tflab apply -i {sandbox_group} -i {inventory}\n"
-                      "Remove the sandbox with: tflab sandbox down")
+        ssh_port = sandbox.published_port(docker, DEMO_HOST, DEMO_SSH_PORT)
+        jupyter_port = sandbox.published_port(docker, DEMO_HOST, DEMO_JUPYTER_PORT)
+        ctx.out.print(
+            f"\nThe workspace of user '{DEMO_USER}' runs on {DEMO_HOST}:\n"
+            f"  ssh -p {ssh_port} -i {key} {DEMO_USER}@127.0.0.1\n"
+            f"  Jupyter: http://127.0.0.1:{jupyter_port}/  (token: docker exec {DEMO_HOST} "
+            f"cat /srv/tflab/.tflab/{DEMO_USER}/jupyter/token)\n"
+            f"Re-run the provisioning: tflab apply -i {sandbox_group} -i {inventory} -e {extra}\n"
+            "Remove the sandbox: tflab sandbox down")
     return int(result.exit_code)
 
 

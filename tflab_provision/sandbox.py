@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -99,10 +100,20 @@ class BaseImageRecipe:
     mirror: str = "http://deb.debian.org/debian"
     tag: str = "tflab/bare-host:debian12"
     packages: tuple[str, ...] = BASE_PACKAGES
+    setup: str = _ROOTFS_SETUP
+    command: str = '["/lib/systemd/systemd"]'
 
     def digest(self) -> str:
-        text = json.dumps([self.suite, self.packages, _ROOTFS_SETUP])
+        text = json.dumps([self.suite, self.packages, self.setup, self.command])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# The OS image a lab without Docker Hub builds its TensorFlow image on (tf_workspace's pypi
+# source): what a local mirror of debian:bullseye would serve. Python 3.9 has TF 2.9 wheels.
+WORKSPACE_OS_RECIPE = BaseImageRecipe(
+    suite="bullseye", tag="tflab/debian:bullseye",
+    packages=("python3", "python3-pip", "ca-certificates"),
+    setup="apt-get clean; rm -rf /var/lib/apt/lists/*", command='["/bin/bash"]')
 
 
 @dataclass(frozen=True)
@@ -176,14 +187,14 @@ def ensure_base_image(docker: Docker, recipe: BaseImageRecipe) -> str:
         if proc.returncode != 0:
             tail = proc.stdout.decode(errors="replace")[-2000:]
             raise SandboxError(f"debootstrap of {recipe.suite} from {recipe.mirror} failed:\n{tail}")
-        setup = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", _ROOTFS_SETUP],
+        setup = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", recipe.setup],
                                capture_output=True, check=False)
         if setup.returncode != 0:
             raise SandboxError(f"image setup failed: {setup.stderr.decode(errors='replace')}")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
             [docker.executable, "import",
-             "--change", 'CMD ["/lib/systemd/systemd"]',
+             "--change", f"CMD {recipe.command}",
              "--change", f"LABEL {RECIPE_LABEL}={recipe.digest()}",
              "-", recipe.tag],
             stdin=tar.stdout, capture_output=True, check=False,
@@ -202,6 +213,7 @@ def host_run_args(
     privileged: bool,
     network: str | None = None,
     address: str | None = None,
+    extra_ports: Sequence[int] = (),
 ) -> list[str]:
     """`docker run` arguments for a systemd bare host (see TESTBED.md for why each is there)."""
     args = ["run", "--detach", "--name", name, "--hostname", name,
@@ -211,6 +223,8 @@ def host_run_args(
             # A nested dockerd needs overlay2 on a real file system, not on our overlay root.
             "--volume", "/var/lib/docker",
             "--publish", "127.0.0.1::22"]
+    for port in extra_ports:
+        args += ["--publish", f"127.0.0.1::{port}"]
     if privileged:
         args.append("--privileged")
     else:
@@ -234,12 +248,24 @@ def wait_for(predicate_cmd: Sequence[str], docker: Docker, timeout_s: float, wha
     raise SandboxError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def published_ssh_port(docker: Docker, name: str) -> int:
-    out = docker.run("port", name, "22/tcp").strip().splitlines()
+def published_port(docker: Docker, name: str, port: int = 22) -> int:
+    """The loopback port where the sandbox host's `port` is reachable from this machine."""
+    out = docker.run("port", name, f"{port}/tcp").strip().splitlines()
     for line in out:
         if line.startswith("127.0.0.1:"):
             return int(line.rsplit(":", 1)[1])
-    raise SandboxError(f"sandbox host {name} publishes no SSH port")
+    raise SandboxError(f"sandbox host {name} does not publish port {port}")
+
+
+def copy_image_to_host(docker: Docker, host: str, image: str, path: str) -> None:
+    """Put an image on a sandbox host as a `docker save` file (how an air-gapped lab gets it)."""
+    save = subprocess.Popen([docker.executable, "save", image], stdout=subprocess.PIPE)
+    load = subprocess.run([docker.executable, "exec", "-i", host, "sh", "-c",
+                           f"mkdir -p {shlex.quote(str(Path(path).parent))} && cat > {shlex.quote(path)}"],
+                          stdin=save.stdout, capture_output=True, check=False)
+    save.wait()
+    if save.returncode != 0 or load.returncode != 0:
+        raise SandboxError(f"copying {image} to {host} failed: {load.stderr.decode(errors='replace')}")
 
 
 def start_host(
@@ -251,11 +277,12 @@ def start_host(
     privileged: bool = False,
     network: str | None = None,
     address: str | None = None,
+    extra_ports: Sequence[int] = (),
 ) -> SandboxHost:
     """Start (or reuse) a sandbox host and install the controller's key for the admin user."""
     if not docker.ok("container", "inspect", name):
         docker.run(*host_run_args(name, image, privileged=privileged, network=network,
-                                  address=address))
+                                  address=address, extra_ports=extra_ports))
     elif docker.run("container", "inspect", "--format", "{{.State.Running}}", name).strip() != "true":
         docker.run("start", name)
     wait_for(["exec", name, "systemctl", "is-active", "--quiet", "ssh.service"], docker, 90,
@@ -267,7 +294,7 @@ def start_host(
         f"chown {ADMIN_USER}: {home}/.ssh/authorized_keys && chmod 0600 {home}/.ssh/authorized_keys"
     )
     docker.run("exec", "-i", name, "sh", "-c", script, stdin=public_key.encode())
-    return SandboxHost(name=name, ssh_port=published_ssh_port(docker, name), address=address)
+    return SandboxHost(name=name, ssh_port=published_port(docker, name), address=address)
 
 
 def remove_host(docker: Docker, name: str) -> None:
