@@ -1,0 +1,567 @@
+"""tflab-provision benchmarks: one command, a table, and a JSON record of the machine it ran on.
+
+    /tmp/venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--repeat N]
+    /tmp/venv/bin/python bench/run.py --show [FILE] [--markdown]
+
+Every figure is a ratio measured in this one run: the two sides alternate (AB BA AB ...) and
+the medians are compared, so a noisy, shared machine moves both sides alike. Sandbox hosts
+(prefix `tflab-bench-`) are created fresh and removed at the end, also on failure or Ctrl-C.
+Each benchmark takes the shared heavy-work lock (/tmp/tflab-heavy.lock) while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (
+    Figure,
+    Run,
+    TreeSampler,
+    alternate,
+    cpus,
+    machine_info,
+    median,
+    parse_recap,
+    project_info,
+    ratio,
+    run_timed,
+    total,
+    venv_bin,
+    walls,
+    write_results,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PREFIX = "tflab-bench"
+BENCHES = ("reprovision", "wrapper", "fleet", "tuning", "controller")
+FLEET_SIZES = (1, 2, 4, 8)
+LOCAL_HOSTS = 200
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+class BenchError(RuntimeError):
+    """A run inside a benchmark failed, so its time means nothing."""
+
+
+def say(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+@contextlib.contextmanager
+def heavy_lock(path: str | None, what: str) -> Iterator[float]:
+    """Hold the shared lock for heavy work (flock, as `flock /tmp/tflab-heavy.lock` does)."""
+    if not path:
+        yield 0.0
+        return
+    started = time.monotonic()
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for {path} ({what})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield time.monotonic() - started
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment without ANSIBLE_* settings, so both sides start equal."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+
+
+@dataclass
+class Bench:
+    """Shared state of one benchmark session."""
+
+    args: argparse.Namespace
+    state: Path
+    rounds: int
+    lock: str | None
+    inventory: Path | None = None
+    converged: set[str] = field(default_factory=set)
+    bin: Path = field(default_factory=venv_bin)
+
+    # --- how each side is run -------------------------------------------------------------
+
+    def hosts(self, count: int) -> list[str]:
+        return [f"{PREFIX}-{i}" for i in range(1, count + 1)]
+
+    def sandbox_inventories(self) -> list[str]:
+        assert self.inventory is not None
+        return ["-i", str(ROOT / "inventory" / "sandbox"), "-i", str(self.inventory)]
+
+    def tflab(self, label: str, playbook: str, inventories: Sequence[str], limit: str | None,
+              sampler: Callable[[int], TreeSampler] | None = None,
+              wrap_rss: Path | None = None) -> Run:
+        argv = [str(self.bin / "tflab"), "apply", "--playbook", playbook, *inventories,
+                "--json", "--state-dir", str(self.state)]
+        if limit:
+            argv += ["--limit", limit]
+        if wrap_rss:
+            argv = [str(self.bin / "python"), str(BENCH / "_peakrss.py"), str(wrap_rss), *argv]
+        run = run_timed(label, argv, env=clean_env(), cwd=ROOT, sampler=sampler)
+        try:
+            result = json.loads(run.stdout)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"{label}: no JSON from tflab (rc {run.rc}): {run.stderr[-800:]}") from exc
+        run.memory |= _read_rss(wrap_rss)
+        run.stdout = ""  # keep memory small; what matters is parsed below
+        run.hosts = result.get("hosts", {})
+        return run
+
+    def plain_env(self, playbook: str) -> dict[str, str]:
+        """What tflab hands ansible-playbook (from the runner's own kwargs), minus its callback."""
+        from tflab_provision.runner import Project, RunRequest, runner_kwargs
+        from tflab_provision.state import StateDir
+
+        inventories = (self.inventory,) if self.inventory else ()
+        kwargs = runner_kwargs(RunRequest(playbook=playbook, inventories=inventories),
+                               Project(ROOT), StateDir(self.state), self.state / "runs" / "plain")
+        env = clean_env() | {k: v for k, v in kwargs["envvars"].items() if k != "TFLAB_RUN_ID"}
+        env |= {"ANSIBLE_RETRY_FILES_ENABLED": "False"}
+        if kwargs.get("fact_cache_type") == "jsonfile":
+            env |= {"ANSIBLE_CACHE_PLUGIN": "jsonfile",
+                    "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(kwargs["fact_cache"])}
+        return env
+
+    def plain(self, label: str, playbook: str, inventories: Sequence[str], limit: str | None,
+              env: dict[str, str], sampler: Callable[[int], TreeSampler] | None = None,
+              wrap_rss: Path | None = None) -> Run:
+        argv = [str(self.bin / "ansible-playbook"), *inventories]
+        if limit:
+            argv += ["--limit", limit]
+        argv.append(str(ROOT / playbook if "/" in playbook else ROOT / "playbooks" / playbook))
+        if wrap_rss:
+            argv = [str(self.bin / "python"), str(BENCH / "_peakrss.py"), str(wrap_rss), *argv]
+        run = run_timed(label, argv, env=env, cwd=ROOT, sampler=sampler)
+        run.memory |= _read_rss(wrap_rss)
+        run.hosts = parse_recap(run.stdout)
+        if run.rc != 0 or not run.hosts:
+            raise BenchError(f"{label}: ansible-playbook rc {run.rc}:\n"
+                             f"{run.stdout[-1500:]}{run.stderr[-800:]}")
+        run.stdout = ""
+        return run
+
+    # --- sandbox ---------------------------------------------------------------------------
+
+    def sandbox_up(self, count: int) -> None:
+        self.sandbox_down(quiet=True)
+        with heavy_lock(self.lock, "sandbox up"):
+            say(f"starting {count} sandbox host(s) {PREFIX}-1..{count}")
+            run = run_timed("sandbox up", [str(self.bin / "tflab"), "sandbox", "up", "--count", str(count),
+                                           "--prefix", PREFIX, "--state-dir", str(self.state)],
+                            env=clean_env(), cwd=ROOT)
+        if run.rc != 0:
+            raise BenchError(f"tflab sandbox up failed: {run.stderr[-1500:]}")
+        self.inventory = Path(run.stdout.strip().splitlines()[-1])
+        say(f"sandbox up in {run.wall_s:.1f} s: {self.inventory}")
+
+    def sandbox_down(self, quiet: bool = False) -> None:
+        run = run_timed("sandbox down", [str(self.bin / "tflab"), "sandbox", "down", "--prefix", PREFIX,
+                                         "--state-dir", str(self.state)], env=clean_env(), cwd=ROOT)
+        if not quiet:
+            removed = run.stderr.strip().replace("\n", ", ") or "nothing to remove"
+            say(f"sandbox down (rc {run.rc}): {removed}")
+
+    def converge(self, hosts: Sequence[str]) -> Run | None:
+        """Run site.yml once on hosts not yet converged (untimed preparation for no-op benches)."""
+        todo = [h for h in hosts if h not in self.converged]
+        if not todo:
+            return None
+        say(f"converging {', '.join(todo)} with site.yml")
+        run = self.tflab("converge", "site.yml", self.sandbox_inventories(), ",".join(todo))
+        expect_ok(run)
+        self.converged.update(todo)
+        return run
+
+
+def _read_rss(path: Path | None) -> dict[str, int]:
+    if not path or not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    path.unlink()
+    return {"self_maxrss_kb": int(data["self_maxrss_kb"]), "self_cpu_ms": int(data["self_cpu_s"] * 1000)}
+
+
+def expect_ok(run: Run, changed: int | None = None) -> None:
+    hosts = run.hosts
+    if run.rc != 0 or not hosts or total(hosts, "failed") or total(hosts, "unreachable"):
+        raise BenchError(f"{run.label}: rc {run.rc}, hosts {hosts}\n{run.stderr[-1500:]}")
+    if changed is not None and total(hosts, "changed") != changed:
+        raise BenchError(f"{run.label}: expected changed={changed}, got {hosts}")
+
+
+def expect_noop(run: Run) -> None:
+    expect_ok(run, changed=0)
+
+
+# --- the benchmarks -------------------------------------------------------------------------------
+
+def bench_reprovision(b: Bench) -> list[Figure]:
+    """2. A no-op re-run of site.yml (whatever it holds today) on a converged host vs the cold run."""
+    cold_hosts = b.hosts(1 if b.args.quick else 3)
+    colds: list[Run] = []
+    noops: list[Run] = []
+    for host in cold_hosts:  # cold, then its first re-run: each pair under the same load
+        say(f"cold site.yml on fresh {host}")
+        cold = b.tflab(f"cold {host}", "site.yml", b.sandbox_inventories(), host)
+        expect_ok(cold)
+        b.converged.add(host)
+        colds.append(cold)
+        noop = b.tflab(f"no-op {host}", "site.yml", b.sandbox_inventories(), host)
+        expect_noop(noop)
+        noops.append(noop)
+        say(f"  cold {cold.wall_s:.2f} s, no-op {noop.wall_s:.2f} s")
+    while len(noops) < b.rounds:
+        noop = b.tflab(f"no-op {cold_hosts[0]}", "site.yml", b.sandbox_inventories(), cold_hosts[0])
+        expect_noop(noop)
+        noops.append(noop)
+    t_cold, t_noop = median(walls(colds)), median(walls(noops))
+    counts = noops[0].hosts[cold_hosts[0]]
+    tasks = counts.get("ok", 0) + counts.get("skipped", 0) + counts.get("failed", 0)
+    per_task = t_noop / tasks if tasks else float("nan")
+    changed = [total(r.hosts, "changed") for r in noops]
+    fig = Figure("reprovision", "2. Re-provision: no-op ÷ cold site.yml", ratio(t_noop, t_cold), 0.10,
+                 measured=f"no-op {t_noop:.2f} s vs cold {t_cold:.2f} s; changed={max(changed)}; "
+                          f"{per_task:.2f} s/task ({tasks} tasks)",
+                 note=f"site.yml roles today: {', '.join(project_info(ROOT)['site_roles']) or '?'}",
+                 detail={"cold_s": walls(colds), "noop_s": walls(noops), "noop_changed": changed,
+                         "cold_controller_cpu_s": cpus(colds), "noop_controller_cpu_s": cpus(noops),
+                         "noop_tasks_per_host": tasks, "noop_s_per_task": round(per_task, 3),
+                         "cold_counts": colds[0].hosts, "noop_counts": noops[0].hosts})
+    return [fig.judge(extra_ok=max(changed) == 0)]
+
+
+def bench_wrapper(b: Bench) -> list[Figure]:
+    """1. `tflab apply` vs plain ansible-playbook: same playbook, inventory, ansible.cfg and env."""
+    hosts = b.hosts(2)
+    b.converge(hosts)
+    return [wrapper_figure(b, "bench/playbooks/noop.yml", "wrapper_noop", hosts),
+            wrapper_figure(b, "site.yml", "wrapper_site", hosts)]
+
+
+def wrapper_figure(b: Bench, playbook: str, key: str, hosts: list[str]) -> Figure:
+    env = b.plain_env(playbook)
+    limit = ",".join(hosts)
+    say(f"wrapper overhead on {playbook} ({len(hosts)} hosts), {b.rounds} rounds")
+    runs = alternate(b.rounds, {
+        "tflab": lambda: b.tflab("tflab", playbook, b.sandbox_inventories(), limit),
+        "ansible-playbook": lambda: b.plain("plain", playbook, b.sandbox_inventories(), limit, env),
+    }, check=expect_noop, progress=say)
+    t_tflab, t_plain = median(walls(runs["tflab"])), median(walls(runs["ansible-playbook"]))
+    c_tflab, c_plain = median(cpus(runs["tflab"])), median(cpus(runs["ansible-playbook"]))
+    return Figure(
+        key, f"1. Wrapper: tflab ÷ ansible-playbook ({Path(playbook).name})", ratio(t_tflab, t_plain), 1.05,
+        measured=f"{t_tflab:.2f} s vs {t_plain:.2f} s (+{t_tflab - t_plain:.2f} s), {len(hosts)} hosts; "
+                 f"controller CPU {c_tflab:.2f} s vs {c_plain:.2f} s",
+        detail={"tflab_s": walls(runs["tflab"]), "plain_s": walls(runs["ansible-playbook"]),
+                "tflab_cpu_s": cpus(runs["tflab"]), "plain_cpu_s": cpus(runs["ansible-playbook"]),
+                "hosts": hosts, "playbook": playbook}).judge()
+
+
+def bench_fleet(b: Bench) -> list[Figure]:
+    """3. A no-op run on 1, 2, 4 and 8 sandbox hosts, through tflab.
+
+    The default workload is bench/playbooks/noop.yml: the converged site.yml on 8 hosts that
+    share the controller's 2 cores takes minutes a run (--fleet-playbook site.yml measures it).
+    """
+    playbook = b.args.fleet_playbook
+    hosts = b.hosts(max(FLEET_SIZES))
+    if playbook == "site.yml":
+        b.converge(hosts)
+    rounds = max(2, b.rounds - 2) if not b.args.quick else 2
+    say(f"fleet scaling: no-op {playbook} on {FLEET_SIZES} hosts, {rounds} rounds")
+    expect_noop(b.tflab("warm-up", playbook, b.sandbox_inventories(), ",".join(hosts)))
+    samples: dict[int, list[float]] = {n: [] for n in FLEET_SIZES}
+    cpu: dict[int, list[float]] = {n: [] for n in FLEET_SIZES}
+    for index in range(rounds):
+        order = FLEET_SIZES if index % 2 == 0 else tuple(reversed(FLEET_SIZES))
+        for n in order:
+            run = b.tflab(f"fleet {n}", playbook, b.sandbox_inventories(), ",".join(hosts[:n]))
+            expect_noop(run)
+            samples[n].append(round(run.wall_s, 3))
+            cpu[n].append(round(run.cpu_s, 3))
+            say(f"  round {index + 1}/{rounds} {n} host(s): {run.wall_s:.2f} s, "
+                f"controller CPU {run.cpu_s:.1f} s")
+    med = {n: median(v) for n, v in samples.items()}
+    med_cpu = {n: median(v) for n, v in cpu.items()}
+    fig = Figure("fleet", f"3. Fleet: T(8) ÷ T(1), no-op {Path(playbook).name}", ratio(med[8], med[1]), 2.0,
+                 measured=" · ".join(f"{n}: {med[n]:.1f} s" for n in FLEET_SIZES)
+                 + f"; controller CPU 1 host {med_cpu[1]:.1f} s, 8 hosts {med_cpu[8]:.1f} s",
+                 note=f"no-op {playbook} via tflab; the hosts share the controller's "
+                      f"{os.cpu_count()} cores",
+                 detail={"samples_s": {str(n): v for n, v in samples.items()},
+                         "controller_cpu_s": {str(n): v for n, v in cpu.items()}})
+    return [fig.judge()]
+
+
+def defaults_cfg(b: Bench) -> Path:
+    """Ansible's defaults, plus only what the project needs to be found (roles_path).
+
+    control_path_dir is a location, not a tuning: it keeps this side from reusing the
+    project side's 30-minute ControlPersist masters (the socket name hashes host, port, user).
+    """
+    path = b.state / "ansible-defaults.cfg"
+    path.write_text("[defaults]\n"
+                    f"roles_path = {ROOT / 'roles'}\n"
+                    "[ssh_connection]\n"
+                    f"control_path_dir = {b.state / 'cp-defaults'}\n")
+    return path
+
+
+def bench_tuning(b: Bench) -> list[Figure]:
+    """4. The project's ansible.cfg vs Ansible's defaults on the same converged no-op site.yml."""
+    hosts = b.hosts(2)
+    b.converge(hosts)
+    limit = ",".join(hosts)
+    tuned = clean_env() | {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+                           # Location only: keep the bench's facts out of the user's state dir.
+                           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(b.state / "facts-tuned")}
+    defaults = clean_env() | {"ANSIBLE_CONFIG": str(defaults_cfg(b))}
+    say(f"tuning: project ansible.cfg vs defaults, no-op site.yml on {len(hosts)} hosts, {b.rounds} rounds")
+    runs = alternate(b.rounds, {
+        "project": lambda: b.plain("project cfg", "site.yml", b.sandbox_inventories(), limit, tuned),
+        "defaults": lambda: b.plain("default cfg", "site.yml", b.sandbox_inventories(), limit, defaults),
+    }, check=expect_noop, progress=say)
+    t_proj, t_def = median(walls(runs["project"])), median(walls(runs["defaults"]))
+    c_proj, c_def = median(cpus(runs["project"])), median(cpus(runs["defaults"]))
+    fig = Figure("tuning", "4. Tuning: project ansible.cfg ÷ defaults", ratio(t_proj, t_def), 0.5,
+                 measured=f"{t_proj:.2f} s vs {t_def:.2f} s, no-op site.yml, {len(hosts)} hosts; controller "
+                          f"CPU {c_proj:.1f} s vs {c_def:.1f} s",
+                 note="plain ansible-playbook; defaults = empty config + roles_path",
+                 detail={"project_s": walls(runs["project"]), "defaults_s": walls(runs["defaults"]),
+                         "project_cpu_s": cpus(runs["project"]), "defaults_cpu_s": cpus(runs["defaults"])})
+    return [fig.judge()]
+
+
+def local_inventory(b: Bench) -> Path:
+    hosts = {f"bench-local-{i:03d}": None for i in range(1, LOCAL_HOSTS + 1)}
+    inventory = {"all": {"children": {"bench_local": {"hosts": hosts, "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(b.bin / "python")}}}}}
+    path = b.state / "local-200.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def ansible_label(pid: int, cmdline: str) -> str:
+    if "ansible-playbook" in cmdline and "_peakrss.py" not in cmdline:
+        return "ansible_playbook"
+    return ""
+
+
+def bench_controller(b: Bench) -> list[Figure]:
+    """5. 200 local-connection hosts: tflab's own peak RSS, and its time vs plain ansible-playbook."""
+    inventory = ["-i", str(local_inventory(b))]
+    playbook = "bench/playbooks/controller.yml"
+    env = b.plain_env(playbook)
+    rss = b.state / "rss.json"
+
+    def sampler(pid: int) -> TreeSampler:
+        return TreeSampler(pid, ansible_label, interval_s=0.25)
+
+    say(f"controller scale: {LOCAL_HOSTS} local hosts, {b.rounds} rounds")
+    runs = alternate(b.rounds, {
+        "tflab": lambda: b.tflab("tflab", playbook, inventory, None, sampler, rss),
+        "ansible-playbook": lambda: b.plain("plain", playbook, inventory, None, env, sampler, rss),
+    }, check=expect_noop, progress=say)
+    t_tflab, t_plain = median(walls(runs["tflab"])), median(walls(runs["ansible-playbook"]))
+    own = max(r.memory.get("self_maxrss_kb", 0) for r in runs["tflab"]) / 1024
+    ap_plain = max(r.memory.get("self_maxrss_kb", 0) for r in runs["ansible-playbook"]) / 1024
+    ap_under = max(r.memory.get("hwm_ansible_playbook_kb", 0) for r in runs["tflab"]) / 1024
+    tree_t = max(r.memory.get("tree_peak_rss_kb", 0) for r in runs["tflab"]) / 1024
+    tree_p = max(r.memory.get("tree_peak_rss_kb", 0) for r in runs["ansible-playbook"]) / 1024
+    cpu_t = median([r.memory.get("self_cpu_ms", 0) / 1000 for r in runs["tflab"]])
+    c_tflab, c_plain = median(cpus(runs["tflab"])), median(cpus(runs["ansible-playbook"]))
+    memory = Figure(
+        "controller_memory", "5a. Controller: tflab process peak RSS", own, 250, unit="MB",
+        measured=f"tflab {own:.0f} MB; ansible-playbook main {ap_plain:.0f} MB (plain), "
+                 f"{ap_under:.0f} MB (under tflab, sampled)",
+        note="tflab: getrusage(RUSAGE_SELF) of the tflab process; tree sums (shared pages counted "
+             f"per process): tflab run {tree_t:.0f} MB, plain run {tree_p:.0f} MB",
+        detail={"tflab_self_maxrss_mb": round(own, 1), "ansible_playbook_maxrss_mb_plain": round(ap_plain, 1),
+                "ansible_playbook_hwm_mb_under_tflab": round(ap_under, 1),
+                "tree_peak_rss_mb_tflab": round(tree_t, 1), "tree_peak_rss_mb_plain": round(tree_p, 1),
+                "runs": [r.brief() for rs in runs.values() for r in rs]}).judge()
+    timing = Figure(
+        "controller_time", f"5b. Controller: tflab ÷ ansible-playbook ({LOCAL_HOSTS} hosts)",
+        ratio(t_tflab, t_plain), 1.10,
+        measured=f"{t_tflab:.2f} s vs {t_plain:.2f} s (+{t_tflab - t_plain:.2f} s); CPU of the whole "
+                 f"tree {c_tflab:.1f} s vs {c_plain:.1f} s, of which the tflab process {cpu_t:.1f} s",
+        detail={"tflab_s": walls(runs["tflab"]), "plain_s": walls(runs["ansible-playbook"]),
+                "tflab_tree_cpu_s": cpus(runs["tflab"]), "plain_tree_cpu_s": cpus(runs["ansible-playbook"]),
+                "tflab_self_cpu_s": cpu_t}).judge()
+    return [memory, timing]
+
+
+RUNNERS: dict[str, Callable[[Bench], list[Figure]]] = {
+    "reprovision": bench_reprovision, "wrapper": bench_wrapper, "fleet": bench_fleet,
+    "tuning": bench_tuning, "controller": bench_controller,
+}
+
+
+def hosts_needed(selected: Sequence[str], quick: bool) -> int:
+    need = {"reprovision": 1 if quick else 3, "wrapper": 2, "tuning": 2, "fleet": max(FLEET_SIZES)}
+    return max([need[name] for name in selected if name in need], default=0)
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def render(payload: dict[str, Any]) -> Table:
+    m = payload["machine"]
+    table = Table(title=f"tflab-provision benchmarks · {payload['started_at']}",
+                  caption=f"{m['nproc']} cores · {m['cpu_model']} · {m['mem_total_gib']} GiB · "
+                          f"Python {m['python']} · ansible-core {m['ansible-core']} · "
+                          f"ansible-runner {m['ansible-runner']} · load {m['loadavg_at_start']} → "
+                          f"{m.get('loadavg_at_end')} · {payload['mode']}, {payload['rounds']} rounds")
+    for col in ("figure", "value", "target", "result", "measured"):
+        table.add_column(col, overflow="fold")
+    for fig in payload["figures"]:
+        table.add_row(fig["title"], _fmt_value(fig), f"≤ {fig['target']:g} {fig['unit']}".strip(),
+                      _fmt_result(fig), fig.get("error") or fig["measured"])
+    return table
+
+
+def _fmt_value(fig: dict[str, Any]) -> str:
+    value = fig.get("value")
+    if value is None:
+        return "—"
+    return f"{value:.0f} MB" if fig["unit"] == "MB" else f"{value:.3f}"
+
+
+def _fmt_result(fig: dict[str, Any], rich_markup: bool = True) -> str:
+    passed = fig.get("passed")
+    text = "PASS" if passed else ("ERROR" if passed is None else "FAIL")
+    if not rich_markup:
+        return text
+    return {"PASS": "[green]PASS[/green]", "FAIL": "[red]FAIL[/red]"}.get(text, "[yellow]ERROR[/yellow]")
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    m = payload["machine"]
+    lines = [f"Measured {payload['started_at'][:16].replace('T', ' ')} UTC on {m['nproc']} cores "
+             f"({m['cpu_model']}), {m['mem_total_gib']} GiB, {m['os']}, Python {m['python']}, "
+             f"ansible-core {m['ansible-core']}, ansible-runner {m['ansible-runner']}; "
+             f"load average {m['loadavg_at_start'][0]} at start; {payload['mode']} mode, "
+             f"medians of {payload['rounds']} alternated runs.",
+             "", "| Figure | Value | Target | Result | Measured |", "|---|---|---|---|---|"]
+    for fig in payload["figures"]:
+        lines.append(f"| {fig['title']} | {_fmt_value(fig)} | ≤ {fig['target']:g} {fig['unit']} | "
+                     f"{_fmt_result(fig, rich_markup=False)} | {fig.get('error') or fig['measured']} |")
+    return "\n".join(lines)
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 rounds, one cold run, 2 fleet rounds")
+    p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=[],
+                   help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    p.add_argument("--repeat", type=int, help="rounds per A/B comparison (default 5, --quick 3)")
+    p.add_argument("--lock", default=os.environ.get("TFLAB_BENCH_LOCK", "/tmp/tflab-heavy.lock"),
+                   help="flock file taken around each benchmark ('' for none)")
+    p.add_argument("--fleet-playbook", default="bench/playbooks/noop.yml",
+                   help="fleet workload: the no-op playbook (default) or site.yml (converged first; slow)")
+    p.add_argument("--results-dir", type=Path, default=BENCH / "results")
+    p.add_argument("--keep-sandbox", action="store_true", help="leave the sandbox hosts running (debugging)")
+    p.add_argument("--show", nargs="?", const=str(BENCH / "results" / "latest.json"), metavar="FILE",
+                   help="print a stored result instead of running")
+    p.add_argument("--markdown", action="store_true", help="with --show: a Markdown table for the README")
+    args = p.parse_args(argv)
+    unknown = set(args.only) - set(BENCHES)
+    if unknown:
+        p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    if args.show:
+        stored = json.loads(Path(args.show).read_text())
+        if args.markdown:
+            print(markdown(stored))
+        else:
+            out.print(render(stored))
+        return 0
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    selected = [name for name in BENCHES if not args.only or name in args.only]
+    rounds = args.repeat or (3 if args.quick else 5)
+    started = datetime.now(timezone.utc)
+    state = Path(tempfile.mkdtemp(prefix="tflab-bench-state-"))
+    b = Bench(args=args, state=state, rounds=rounds, lock=args.lock or None)
+    figures: list[Figure] = []
+    payload: dict[str, Any] = {
+        "schema": 1, "started_at": started.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full", "rounds": rounds, "selected": selected,
+        "machine": machine_info(), "project": project_info(ROOT), "figures": [], "lock_wait_s": {},
+    }
+    interrupted = False
+    try:
+        count = hosts_needed(selected, args.quick)
+        if count:
+            b.sandbox_up(count)
+        for name in selected:
+            with heavy_lock(b.lock, name) as waited:
+                payload["lock_wait_s"][name] = round(waited, 1)
+                began = time.monotonic()
+                try:
+                    figures += RUNNERS[name](b)
+                except BenchError as exc:
+                    say(f"[red]{name} failed[/red]: {exc}")
+                    figures.append(Figure(name, name, None, 0, error=str(exc)[:500]).judge())
+                say(f"{name} done in {time.monotonic() - began:.0f} s")
+    except KeyboardInterrupt:
+        interrupted = True
+        say("[yellow]interrupted[/yellow]: removing the sandbox, writing what was measured")
+    finally:
+        if b.inventory and not args.keep_sandbox:
+            b.sandbox_down()
+        if not args.keep_sandbox:
+            shutil.rmtree(state, ignore_errors=True)
+
+    finished = datetime.now(timezone.utc)
+    payload["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    payload |= {"finished_at": finished.isoformat(timespec="seconds"),
+                "duration_s": round((finished - started).total_seconds(), 1),
+                "interrupted": interrupted, "figures": [f.to_json() for f in figures]}
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    path, latest = write_results(args.results_dir, payload, stamp)
+    out.print(render(payload))
+    say(f"results: {path} (and {latest.name})")
+    if interrupted:
+        return 130
+    return 0 if figures and all(f.passed for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
