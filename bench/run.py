@@ -440,7 +440,7 @@ def render(payload: dict[str, Any]) -> Table:
                           f"{m.get('loadavg_at_end')} · {payload['mode']}, {payload['rounds']} rounds")
     for col in ("figure", "value", "target", "result", "measured"):
         table.add_column(col, overflow="fold")
-    for fig in payload["figures"]:
+    for fig in sorted(payload["figures"], key=lambda f: str(f["title"])):
         table.add_row(fig["title"], _fmt_value(fig), f"≤ {fig['target']:g} {fig['unit']}".strip(),
                       _fmt_result(fig), fig.get("error") or fig["measured"])
     return table
@@ -469,7 +469,7 @@ def markdown(payload: dict[str, Any]) -> str:
              f"load average {m['loadavg_at_start'][0]} at start; {payload['mode']} mode, "
              f"medians of {payload['rounds']} alternated runs.",
              "", "| Figure | Value | Target | Result | Measured |", "|---|---|---|---|---|"]
-    for fig in payload["figures"]:
+    for fig in sorted(payload["figures"], key=lambda f: str(f["title"])):
         lines.append(f"| {fig['title']} | {_fmt_value(fig)} | ≤ {fig['target']:g} {fig['unit']} | "
                      f"{_fmt_result(fig, rich_markup=False)} | {fig.get('error') or fig['measured']} |")
     return "\n".join(lines)
