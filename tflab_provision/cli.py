@@ -94,15 +94,19 @@ def execute(ctx: Context, request: RunRequest,
 DEFAULT_INVENTORY = Path("inventory") / "lab"
 
 
-def inventories_from(ctx: Context) -> tuple[Path, ...]:
-    """The inventory sources, validated before anything runs (exit 1 names file, field, fix)."""
+def validated_inventory(ctx: Context) -> tuple[tuple[Path, ...], dict[str, dict[str, object]]]:
+    """The inventory sources and their merged host vars, validated before anything runs
+    (exit 1 names file, field, fix)."""
     paths = tuple(Path(p) for p in ctx.args.inventory) or (ctx.project.root / DEFAULT_INVENTORY,)
     for path in paths:
         if not path.exists():
             raise ConfigError(f"inventory {path} does not exist; create one with "
                               f"`tflab init {DEFAULT_INVENTORY}` or pass -i PATH")
-    validate_inventory(paths, ctx.project.root, ctx.state.facts)
-    return paths
+    return paths, validate_inventory(paths, ctx.project.root, ctx.state.facts)
+
+
+def inventories_from(ctx: Context) -> tuple[Path, ...]:
+    return validated_inventory(ctx)[0]
 
 
 def limit_from(ctx: Context) -> str | None:
@@ -121,9 +125,8 @@ def cmd_apply(ctx: Context) -> int:
     if unknown:
         raise ConfigError(f"--tags: unknown tag(s) {', '.join(unknown)}; "
                           f"choose from {', '.join(SITE_TAGS)}")
-    inventories = inventories_from(ctx)
+    inventories, hosts = validated_inventory(ctx)
     if a.validate_only:
-        hosts = validate_inventory(inventories, ctx.project.root, ctx.state.facts)
         ctx.out.print(f"inventory valid: {len(hosts)} host(s): {', '.join(sorted(hosts))}")
         return int(ExitCode.OK)
     extra: dict[str, object] = {}
@@ -186,7 +189,7 @@ def _workspace_table(ctx: Context, rows: list[dict[str, object]], title: str) ->
 
 
 def workspace_rows(ctx: Context) -> list[dict[str, object]]:
-    hosts = validate_inventory(inventories_from(ctx), ctx.project.root, ctx.state.facts)
+    hosts = validated_inventory(ctx)[1]
     return ws_edit.workspace_rows(hosts, workspace_ports(ctx.project.root),
                                   {h: port_settings(v) for h, v in hosts.items()})
 

@@ -5,12 +5,12 @@ A plain module (not conftest.py) so other suites' conftest files never collide w
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from pathload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia_gpu"
@@ -18,14 +18,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia_gpu"
 
 def load_library_module(name: str) -> ModuleType:
     """Import playbooks/library/<name>.py (not a package: Ansible loads it by path too)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "playbooks" / "library" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(name, REPO / "playbooks" / "library" / f"{name}.py")
 
 
 class CommandDouble:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from pathload import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
-audit = _load("sshd_login_audit", ROOT / "roles/sshd_hardening/files/sshd_login_audit.py")
+audit = load_module("sshd_login_audit", ROOT / "roles/sshd_hardening/files/sshd_login_audit.py")
 Account = audit.Account
 
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from pathload import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
-net = _load("tflab_net", ROOT / "playbooks/filter_plugins/tflab_net.py")
+net = load_module("tflab_net", ROOT / "playbooks/filter_plugins/tflab_net.py")
 
 
 @pytest.mark.parametrize(
