@@ -305,20 +305,21 @@ def cmd_sandbox_image(ctx: Context) -> int:
     return 0
 
 
-def sandbox_up(ctx: Context, names: list[str], privileged: bool,
+def sandbox_up(ctx: Context, prefix: str, count: int, privileged: bool,
                extra_ports: tuple[int, ...] = ()) -> Path:
+    """Hosts PREFIX-1..COUNT and their own inventory file (other prefixes' files untouched)."""
+    names = [f"{prefix}-{i}" for i in range(1, count + 1)]
     docker = sandbox_docker()
     image = sandbox.ensure_base_image(docker, sandbox.BaseImageRecipe())
     key = sandbox.ensure_ssh_key(ctx.state.root)
     public_key = key.with_suffix(".pub").read_text()
     hosts = [sandbox.start_host(docker, n, image, public_key, privileged=privileged,
                                 extra_ports=extra_ports) for n in names]
-    return sandbox.write_inventory(ctx.state.root, hosts, key)
+    return sandbox.write_inventory(ctx.state.root, prefix, hosts, key)
 
 
 def cmd_sandbox_up(ctx: Context) -> int:
-    names = [f"{ctx.args.prefix}-{i}" for i in range(1, ctx.args.count + 1)]
-    ctx.out.print(sandbox_up(ctx, names, ctx.args.privileged))
+    ctx.out.print(sandbox_up(ctx, ctx.args.prefix, ctx.args.count, ctx.args.privileged))
     return 0
 
 
@@ -327,13 +328,15 @@ def cmd_sandbox_down(ctx: Context) -> int:
     names = docker.run("ps", "-a", "--filter", f"label={sandbox.SANDBOX_LABEL}",
                        "--format", "{{.Names}}").split()
     for name in names:
-        if name.startswith(ctx.args.prefix):
+        if name.startswith(f"{ctx.args.prefix}-"):
             sandbox.remove_host(docker, name)
             ctx.err.print(f"removed {name}")
+    sandbox.inventory_path(ctx.state.root, ctx.args.prefix).unlink(missing_ok=True)
     return 0
 
 
-DEMO_HOST = "tflab-sandbox-1"
+DEMO_PREFIX = "tflab-sandbox"
+DEMO_HOST = f"{DEMO_PREFIX}-1"
 DEMO_USER = "demo"
 # The demo workspace's ports on the sandbox host (uid 2001 → 22001/28001), published to loopback.
 DEMO_SSH_PORT, DEMO_JUPYTER_PORT = 22001, 28001
@@ -363,7 +366,7 @@ def cmd_demo(ctx: Context) -> int:
     """The embedded default: a sandbox host, the real site.yml, one TensorFlow workspace."""
     ctx.err.print("[bold]tflab demo[/bold]: a local sandbox host stands in for a GPU server")
     docker = sandbox_docker()
-    inventory = sandbox_up(ctx, [DEMO_HOST], ctx.args.privileged,
+    inventory = sandbox_up(ctx, DEMO_PREFIX, 1, ctx.args.privileged,
                            extra_ports=(DEMO_SSH_PORT, DEMO_JUPYTER_PORT))
     os_image = sandbox.ensure_base_image(docker, sandbox.WORKSPACE_OS_RECIPE)
     sandbox.copy_image_to_host(docker, DEMO_HOST, os_image, DEMO_OS_ARCHIVE)
@@ -509,11 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=cmd_sandbox_image)
     sp = ssub.add_parser("up", parents=[common], help="start sandbox hosts, write their inventory")
     sp.add_argument("--count", type=int, default=1)
-    sp.add_argument("--prefix", default="tflab-sandbox")
+    sp.add_argument("--prefix", default=DEMO_PREFIX)
     sp.add_argument("--privileged", action="store_true")
     sp.set_defaults(handler=cmd_sandbox_up)
     sp = ssub.add_parser("down", parents=[common], help="remove sandbox hosts")
-    sp.add_argument("--prefix", default="tflab-sandbox")
+    sp.add_argument("--prefix", default=DEMO_PREFIX)
     sp.set_defaults(handler=cmd_sandbox_down)
     return parser
 

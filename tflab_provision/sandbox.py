@@ -312,7 +312,12 @@ def ensure_ssh_key(state_dir: Path) -> Path:
     return key
 
 
-def write_inventory(state_dir: Path, hosts: Sequence[SandboxHost], key: Path) -> Path:
+def inventory_path(state_dir: Path, prefix: str) -> Path:
+    """One inventory file per host-name prefix, so two sandboxes never overwrite each other's."""
+    return state_dir / "sandbox" / f"{prefix}.yml"
+
+
+def write_inventory(state_dir: Path, prefix: str, hosts: Sequence[SandboxHost], key: Path) -> Path:
     """An Ansible inventory for sandbox hosts: SSH to the published port as the admin user."""
     known_hosts = state_dir / "sandbox" / "known_hosts"
     for host in hosts:
@@ -339,6 +344,6 @@ def write_inventory(state_dir: Path, hosts: Sequence[SandboxHost], key: Path) ->
             }
         }
     }
-    path = state_dir / "sandbox" / "inventory.yml"
+    path = inventory_path(state_dir, prefix)
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return path
