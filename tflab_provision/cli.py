@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.live import Live
 
 from . import sandbox
-from . import workspaces as ws_edit
 from .events import RunProgress, render_progress
-from .inventory import InventoryInvalid, port_settings, validate_inventory, workspace_ports
+from .inventory import InventoryInvalid, port_settings, validate_inventory, validation_key, workspace_ports
 from .report import ExitCode, RunResult, junit_xml, render_plan, render_reports, render_table
 from .runner import ConfigError, PlaybookRunner, Project, RunRequest
 from .state import StateDir, default_state_dir
@@ -94,19 +93,31 @@ def execute(ctx: Context, request: RunRequest,
 DEFAULT_INVENTORY = Path("inventory") / "lab"
 
 
-def validated_inventory(ctx: Context) -> tuple[tuple[Path, ...], dict[str, dict[str, object]]]:
-    """The inventory sources and their merged host vars, validated before anything runs
-    (exit 1 names file, field, fix)."""
+def inventory_sources(ctx: Context) -> tuple[Path, ...]:
     paths = tuple(Path(p) for p in ctx.args.inventory) or (ctx.project.root / DEFAULT_INVENTORY,)
     for path in paths:
         if not path.exists():
             raise ConfigError(f"inventory {path} does not exist; create one with "
                               f"`tflab init {DEFAULT_INVENTORY}` or pass -i PATH")
+    return paths
+
+
+def validated_inventory(ctx: Context) -> tuple[tuple[Path, ...], dict[str, dict[str, object]]]:
+    """The inventory sources and their merged host vars, validated before anything runs
+    (exit 1 names file, field, fix)."""
+    paths = inventory_sources(ctx)
     return paths, validate_inventory(paths, ctx.project.root, ctx.state.facts)
 
 
 def inventories_from(ctx: Context) -> tuple[Path, ...]:
-    return validated_inventory(ctx)[0]
+    """The inventory sources, validated before anything runs. An unchanged inventory (same
+    files, roles, code and facts: see validation_key) keeps the verdict it had."""
+    paths = inventory_sources(ctx)
+    key = validation_key(paths, ctx.project.root, ctx.state.facts)
+    if not ctx.state.knows_valid(key):
+        validate_inventory(paths, ctx.project.root, ctx.state.facts)
+        ctx.state.remember_valid(key)
+    return paths
 
 
 def limit_from(ctx: Context) -> str | None:
@@ -125,10 +136,11 @@ def cmd_apply(ctx: Context) -> int:
     if unknown:
         raise ConfigError(f"--tags: unknown tag(s) {', '.join(unknown)}; "
                           f"choose from {', '.join(SITE_TAGS)}")
-    inventories, hosts = validated_inventory(ctx)
     if a.validate_only:
+        hosts = validated_inventory(ctx)[1]
         ctx.out.print(f"inventory valid: {len(hosts)} host(s): {', '.join(sorted(hosts))}")
         return int(ExitCode.OK)
+    inventories = inventories_from(ctx)
     extra: dict[str, object] = {}
     if a.serial:
         extra["tflab_serial"] = a.serial
@@ -189,6 +201,8 @@ def _workspace_table(ctx: Context, rows: list[dict[str, object]], title: str) ->
 
 
 def workspace_rows(ctx: Context) -> list[dict[str, object]]:
+    from . import workspaces as ws_edit  # ruamel.yaml: only the workspace commands need it
+
     hosts = validated_inventory(ctx)[1]
     return ws_edit.workspace_rows(hosts, workspace_ports(ctx.project.root),
                                   {h: port_settings(v) for h, v in hosts.items()})
@@ -249,6 +263,8 @@ def _apply_workspaces(ctx: Context, host: str) -> int:
 
 
 def _edit_host_vars(ctx: Context, change: Callable[[object], None]) -> None:
+    from . import workspaces as ws_edit
+
     inventory_dir = (Path(ctx.args.inventory[0]) if ctx.args.inventory
                      else ctx.project.root / DEFAULT_INVENTORY)
     path = ws_edit.host_vars_file(inventory_dir, ctx.args.host)
@@ -276,6 +292,8 @@ def cmd_workspace_add(ctx: Context) -> int:
     if a.key:
         workspace["authorized_keys"] = [line.strip() for k in a.key
                                         for line in Path(k).read_text().splitlines() if line.strip()]
+    from . import workspaces as ws_edit
+
     _edit_host_vars(ctx, lambda data: ws_edit.add_workspace(data, workspace))
     ctx.err.print(f"added {a.name} to {a.host}'s inventory; applying workspaces and firewall there")
     return _apply_workspaces(ctx, a.host) if not a.no_apply else int(ExitCode.OK)
@@ -285,6 +303,8 @@ def cmd_workspace_remove(ctx: Context) -> int:
     a = ctx.args
     if a.purge and not a.yes_delete_data:
         raise ConfigError("--purge deletes the user's data for good: add --yes-delete-data to confirm")
+    from . import workspaces as ws_edit
+
     _edit_host_vars(ctx, lambda data: ws_edit.remove_workspace(data, a.name, a.purge))
     ctx.err.print(f"marked {a.name} absent on {a.host} "
                   f"({'data will be deleted' if a.purge else 'data will be archived'}); applying")

@@ -15,7 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .report import HostStats, TaskFailure, merge_stats
+from .hints import hint_for
+from .report import HostStats, TaskFailure, TaskRetry, merge_stats
 
 Event = Mapping[str, Any]
 
@@ -41,6 +42,7 @@ class RunProgress:
     hosts: dict[str, HostStats] = field(default_factory=dict)
     current_task: dict[str, str] = field(default_factory=dict)
     failures: list[TaskFailure] = field(default_factory=list)
+    retries: list[TaskRetry] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
     # host → what changed (or would change, in check mode): "task" or "task [item]".
     changes: dict[str, list[str]] = field(default_factory=dict)
@@ -91,8 +93,13 @@ class RunProgress:
                 stats.ignored += 1
             else:
                 stats.failed += 1
-                self.failures.append(TaskFailure(host=host, task=task,
-                                                 message=failure_message(res)))
+                message = failure_message(res)
+                self.failures.append(TaskFailure(host=host, task=task, message=message,
+                                                 hint=hint_for(message)))
+        elif kind == "runner_retry" and host:
+            self.retries.append(TaskRetry(host=host, task=task, attempt=int(res.get("attempts") or 1),
+                                          attempts=int(res.get("retries") or 0),
+                                          message=failure_message(res)))
         elif kind == "runner_on_unreachable" and host:
             self.host(host).unreachable += 1
             self.failures.append(TaskFailure(host=host, task=task, unreachable=True,

@@ -10,8 +10,10 @@ known), dataset mounts outside the allowed roots.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -42,7 +44,11 @@ class InventoryInvalid(ValueError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser where PyYAML has it: reading the role specs is most of a validation's cost.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):  # type: ignore[misc,valid-type]
     """YAML with Ansible's tags kept opaque (vault values are not ours to read)."""
 
 
@@ -68,7 +74,7 @@ def role_specs(roles_dir: Path) -> dict[str, dict[str, Any]]:
     """Every role input: variable name → its argument spec (type, choices, elements)."""
     specs: dict[str, dict[str, Any]] = {}
     for spec_file in sorted(roles_dir.glob("*/meta/argument_specs.yml")):
-        data = yaml.safe_load(spec_file.read_text()) or {}
+        data = yaml.load(spec_file.read_text(), Loader=_SafeLoader) or {}
         for entry in (data.get("argument_specs") or {}).values():
             for name, option in (entry.get("options") or {}).items():
                 specs[name] = dict(option or {})
@@ -290,6 +296,35 @@ def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
                                         f"{src} is outside the allowed dataset roots "
                                         f"({', '.join(roots)}); move it or extend tflab_dataset_roots"))
     return problems
+
+
+def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path | None = None) -> str:
+    """A hash of everything a verdict depends on: the inventory's files (all of them, whatever
+    their format), the role specs and port rules, this package's code, Ansible's version and
+    ANSIBLE_* settings, and the fact cache's state (GPU counts). Equal keys, equal verdicts."""
+    from ansible.release import __version__ as ansible_version
+
+    digest = hashlib.sha256(ansible_version.encode())
+    inputs: list[Path] = []
+    for source in sources:
+        base = source if source.is_dir() else source.parent
+        inputs += [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for sub in ("group_vars", "host_vars"):
+            if source.is_file() and (base / sub).is_dir():
+                inputs += sorted(p for p in (base / sub).rglob("*") if p.is_file())
+    inputs += sorted((project_root / "roles").glob("*/meta/argument_specs.yml"))
+    inputs.append(project_root / "playbooks" / "filter_plugins" / "tf_workspace.py")
+    inputs += sorted(Path(__file__).parent.glob("*.py"))
+    for path in inputs:
+        digest.update(f"\0{path.resolve()}\0".encode())
+        digest.update(path.read_bytes())
+    for name in sorted(k for k in os.environ if k.startswith("ANSIBLE_")):
+        digest.update(f"\0{name}={os.environ[name]}".encode())
+    if facts_dir is not None and facts_dir.is_dir():
+        for fact_file in sorted(facts_dir.iterdir()):
+            stat = fact_file.stat()
+            digest.update(f"\0{fact_file.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    return digest.hexdigest()
 
 
 def validate_inventory(sources: Sequence[Path], project_root: Path,

@@ -46,6 +46,18 @@ class TaskFailure(BaseModel):
     task: str
     message: str
     unreachable: bool = False
+    # The known cause and next step, when the message is a known one (hints.py).
+    hint: str | None = None
+
+
+class TaskRetry(BaseModel):
+    """A task that failed and was tried again (until/retries): visible even when it then passed."""
+
+    host: str
+    task: str
+    attempt: int
+    attempts: int  # how many it may have in all
+    message: str
 
 
 class RunResult(BaseModel):
@@ -59,6 +71,7 @@ class RunResult(BaseModel):
     private_data_dir: str
     hosts: dict[str, HostStats] = Field(default_factory=dict)
     failures: list[TaskFailure] = Field(default_factory=list)
+    retries: list[TaskRetry] = Field(default_factory=list)
     batches: list[list[str]] = Field(default_factory=list)
     changes: dict[str, list[str]] = Field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -107,13 +120,27 @@ def render_table(result: RunResult, console: Console) -> None:
         table.add_row(host, str(s.ok), str(s.changed), str(s.failed), str(s.unreachable),
                       str(s.skipped), f"[{style}]{s.state}[/{style}]")
     console.print(table)
-    for failure in result.failures:
-        kind = "UNREACHABLE" if failure.unreachable else "FAILED"
-        console.print(f"[red]{kind}[/red] {failure.host} · {failure.task}: {failure.message}")
+    for retry in result.retries:
+        console.print(f"[yellow]RETRIED[/yellow] {retry.host} · {retry.task} "
+                      f"(attempt {retry.attempt} of {retry.attempts}): {retry.message}")
+    print_failures(result, console)
+    for host in sorted(result.reports):
+        for key, value in result.reports[host].items():
+            lines = value if isinstance(value, list) else [value]
+            for line in lines:
+                console.print(f"{host} · {key.replace('_', ' ')}: {line}")
     if len(result.batches) > 1:
         for i, batch in enumerate(result.batches, 1):
             console.print(f"batch {i}: {', '.join(batch)}")
     console.print(f"artifacts: {result.private_data_dir}")
+
+
+def print_failures(result: RunResult, console: Console) -> None:
+    for failure in result.failures:
+        kind = "UNREACHABLE" if failure.unreachable else "FAILED"
+        console.print(f"[red]{kind}[/red] {failure.host} · {failure.task}: {failure.message}")
+        if failure.hint:
+            console.print(f"  [bold]→[/bold] {failure.hint}")
 
 
 def junit_xml(result: RunResult) -> str:
@@ -164,9 +191,7 @@ def render_reports(result: RunResult, console: Console, title: str, columns: lis
             cells.append(str(value))
         table.add_row(host, *cells)
     console.print(table)
-    for failure in result.failures:
-        kind = "UNREACHABLE" if failure.unreachable else "FAILED"
-        console.print(f"[red]{kind}[/red] {failure.host} · {failure.task}: {failure.message}")
+    print_failures(result, console)
 
 
 def render_plan(result: RunResult, console: Console) -> None:
@@ -178,5 +203,4 @@ def render_plan(result: RunResult, console: Console) -> None:
         items = result.changes.get(host, [])
         table.add_row(host, str(len(items)), "\n".join(items) or "[green]up to date[/green]")
     console.print(table)
-    for failure in result.failures:
-        console.print(f"[red]FAILED[/red] {failure.host} · {failure.task}: {failure.message}")
+    print_failures(result, console)

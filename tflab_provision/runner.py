@@ -221,6 +221,7 @@ class PlaybookRunner:
             private_data_dir=str(run_dir),
             hosts=progress.hosts,
             failures=progress.failures,
+            retries=progress.retries,
             batches=[b for b in progress.batches if b],
             changes=progress.changes,
             reports=progress.reports,

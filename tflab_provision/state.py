@@ -41,6 +41,21 @@ class StateDir:
     def history(self) -> Path:
         return self.root / "history.jsonl"
 
+    @property
+    def validated(self) -> Path:
+        """One empty file per inventory verdict: its name is the hash of everything validated."""
+        return self.root / "validated"
+
+    def knows_valid(self, key: str) -> bool:
+        return (self.validated / key).exists()
+
+    def remember_valid(self, key: str, keep: int = 50) -> None:
+        self.validated.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.validated / key).touch()
+        markers = sorted(self.validated.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in markers[: max(0, len(markers) - keep)]:
+            old.unlink(missing_ok=True)
+
     def ensure(self) -> None:
         for path in (self.root, self.runs, self.facts):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -61,3 +61,26 @@ def test_junit_has_a_suite_per_host_and_a_failure_per_failed_task() -> None:
     assert suites["a"].get("failures") == "0"
     failure = suites["b"].find("testcase/failure")
     assert failure is not None and failure.get("message") == "no space"
+
+
+def test_retries_are_recorded_with_their_attempt_even_when_the_task_then_passes() -> None:
+    p = RunProgress()
+    p.apply(ev("runner_retry", host="a", task="Install | Install the packages",
+               res={"attempts": 1, "retries": 4, "failed": True,
+                    "msg": "Failed to fetch http://deb.debian.org/debian/pool/main/r/requests.deb"}))
+    p.apply(ev("runner_on_ok", host="a", task="Install | Install the packages", res={"changed": True}))
+    [retry] = p.retries
+    assert (retry.host, retry.attempt, retry.attempts) == ("a", 1, 4)
+    assert "Failed to fetch" in retry.message
+    assert p.failures == [] and p.hosts["a"].ok == 1
+
+
+def test_known_failures_get_a_hint_and_unknown_ones_none() -> None:
+    p = RunProgress()
+    p.apply(ev("runner_on_failed", host="a", task="Workspace | Read the container", res={
+        "msg": "Error connecting: Error while fetching server API version: ('Connection aborted.', "
+               "FileNotFoundError(2, 'No such file or directory'))"}))
+    p.apply(ev("runner_on_failed", host="b", task="Break", res={"msg": "deliberate failure on b"}))
+    hint_a, hint_b = (f.hint for f in p.failures)
+    assert hint_a is not None and "Docker daemon" in hint_a and "systemctl status docker" in hint_a
+    assert hint_b is None
