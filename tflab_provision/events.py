@@ -21,6 +21,28 @@ from .report import HostStats, TaskFailure, TaskRetry, merge_stats
 Event = Mapping[str, Any]
 
 
+# Per-host routine: most of a fleet run's events, and all in the run's stdout file already.
+_ROUTINE = frozenset({"runner_on_start", "runner_on_skipped", "runner_item_on_skipped"})
+
+
+def worth_writing(event: Event, verbosity: int = 0) -> bool:
+    """Whether ansible-runner should also write this event to the run's job_events/ directory.
+
+    Changes, failures, retries, unreachable hosts, play and task starts and the final stats are
+    kept; unchanged results and per-host starts are not (unless the run is verbose). Writing each
+    one costs a JSON dump and a file per event, on the controller's busiest thread.
+    """
+    if verbosity > 0:
+        return True
+    kind = event.get("event", "")
+    if kind in _ROUTINE:
+        return False
+    if kind in ("runner_on_ok", "runner_item_on_ok"):
+        res = (event.get("event_data") or {}).get("res") or {}
+        return bool(res.get("changed"))
+    return True
+
+
 def failure_message(res: Mapping[str, Any]) -> str:
     """The most useful single line of a failed task's result."""
     if "results" in res:  # a loop: the first failed item says more than "One or more items failed"

@@ -26,7 +26,7 @@ from typing import Any
 
 import ansible_runner
 
-from .events import Event, RunProgress, drain
+from .events import Event, RunProgress, drain, worth_writing
 from .report import RunResult, TaskFailure, exit_code_for
 from .state import StateDir
 
@@ -145,6 +145,10 @@ def validate_request(request: RunRequest, project: Project) -> None:
     project.playbook(request.playbook)
 
 
+# How soon Ctrl-C reaches a running playbook (seconds).
+CANCEL_POLL_S = 0.2
+
+
 def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_dir: Path) -> dict[str, Any]:
     """Every keyword handed to ansible_runner.run_async, and nothing else."""
     validate_request(request, project)
@@ -172,6 +176,9 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         # A persistent fact cache (ansible-runner joins an absolute path as is).
         "fact_cache": str(state.facts),
         "fact_cache_type": "jsonfile",
+        # ansible-runner looks at cancel_callback only when its pexpect wait returns, which is
+        # every pexpect_timeout seconds (5 by default) while no password prompt appears.
+        "settings": {"pexpect_timeout": CANCEL_POLL_S},
     }
 
 
@@ -196,7 +203,7 @@ class PlaybookRunner:
 
         def enqueue(event: Event) -> bool:
             events.put(event)
-            return True
+            return worth_writing(event, request.verbosity)
 
         started_at = datetime.now(timezone.utc)
         started = time.monotonic()

@@ -84,3 +84,18 @@ def test_known_failures_get_a_hint_and_unknown_ones_none() -> None:
     hint_a, hint_b = (f.hint for f in p.failures)
     assert hint_a is not None and "Docker daemon" in hint_a and "systemctl status docker" in hint_a
     assert hint_b is None
+
+
+def test_only_events_that_say_something_are_written_to_job_events() -> None:
+    from tflab_provision.events import worth_writing
+
+    assert not worth_writing(ev("runner_on_start", host="a", task="t"))
+    assert not worth_writing(ev("runner_on_ok", host="a", task="t", res={"changed": False}))
+    assert not worth_writing(ev("runner_on_skipped", host="a", task="t"))
+    for kept in (ev("runner_on_ok", host="a", task="t", res={"changed": True}),
+                 ev("runner_on_failed", host="a", task="t", res={"msg": "x"}),
+                 ev("runner_retry", host="a", task="t", res={"attempts": 1}),
+                 ev("runner_on_unreachable", host="a", task="t", res={}),
+                 ev("playbook_on_task_start", task="t"), ev("playbook_on_stats")):
+        assert worth_writing(kept)
+    assert worth_writing(ev("runner_on_start", host="a", task="t"), verbosity=1)
