@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,23 @@ def connection_counter() -> Iterator[tuple[int, list[object]]]:
     stop.set()
     thread.join()
     server.close()
+
+
+# Holds the dpkg frontend lock the way apt does (a POSIX record lock), then exits.
+HOLD_LOCK = ("import fcntl, os, time; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT); "
+             "fcntl.lockf(fd, fcntl.LOCK_EX); time.sleep({seconds})")
+
+# Exits non-zero while someone else holds that lock.
+PROBE_LOCK = ("import fcntl, os; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT); "
+              "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)")
+
+
+def hold_dpkg_lock(host: str, seconds: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(["docker", "exec", host, "python3", "-c", HOLD_LOCK.format(seconds=seconds)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait until the lock is really held
+        if docker("exec", host, "python3", "-c", PROBE_LOCK).returncode != 0:
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail("could not take the dpkg lock in the test host")

@@ -56,11 +56,17 @@ def dockerd_pid() -> int:
     return int(on_host("systemctl", "show", "--property", "MainPID", "--value", "docker").stdout.strip())
 
 
-def dockerd_missed_its_restart() -> bool:
-    """daemon.json is newer than the running engine: a restart the config needs never came."""
+def engine_and_config_times() -> tuple[int, int]:
+    """(when the running dockerd started, when daemon.json was last written), epoch seconds."""
     script = ('pid=$(systemctl show --property MainPID --value docker); '
               'echo $(( $(date +%s) - $(ps -o etimes= -p "$pid") )) $(stat -c %Y /etc/docker/daemon.json)')
     started, modified = (int(x) for x in on_host("sh", "-c", script).stdout.split())
+    return started, modified
+
+
+def dockerd_missed_its_restart() -> bool:
+    """daemon.json is newer than the running engine: a restart the config needs never came."""
+    started, modified = engine_and_config_times()
     return modified > started + 1
 
 
@@ -86,6 +92,7 @@ class FaultLab:
     tflab: Tflab
     hosts: Path
     dir: Path
+    shm_size: str = "256m"  # the workspace's current setting (a case may change it)
 
     def args(self, vars_file: Path, *more: str) -> list[str]:
         return ["apply", "-i", str(GROUP), "-i", str(self.hosts), "-e", str(vars_file), *more]
@@ -248,7 +255,8 @@ def test_dockerd_killed_mid_run_is_waited_for_and_the_job_keeps_running(lab: Fau
 def test_setting_change_recreates_the_container_reports_it_and_keeps_the_data(lab: FaultLab,
                                                                               job: None) -> None:
     before, log_before = container_state(), training_log()
-    changed = workspace_vars(lab.dir / "shm.yml", shm_size="300m")
+    lab.shm_size = "300m"
+    changed = workspace_vars(lab.dir / "shm.yml", shm_size=lab.shm_size)
     rc, result = lab.apply(changed, "--tags", "workspaces")
     assert rc == 0, result["failures"]
     assert result["reports"][HOST]["recreated"] == [USER]
@@ -266,7 +274,7 @@ def test_setting_change_recreates_the_container_reports_it_and_keeps_the_data(la
 
 
 def test_sigint_between_a_config_change_and_its_restart_then_rerun_converges(lab: FaultLab) -> None:
-    changed = workspace_vars(lab.dir / "logs.yml", shm_size="300m",
+    changed = workspace_vars(lab.dir / "logs.yml", shm_size=lab.shm_size,
                              docker_engine_log_opts={"max-size": "20m", "max-file": "3"})
     before = container_state()
     run = lab.start(changed)
@@ -275,7 +283,7 @@ def test_sigint_between_a_config_change_and_its_restart_then_rerun_converges(lab
     rc, result = run.finish(timeout=120)
     assert rc == 4 and result["status"] == "canceled"
     # The interrupted run wrote daemon.json but never got to restart the engine.
-    assert dockerd_missed_its_restart()
+    assert dockerd_missed_its_restart(), (engine_and_config_times(), result["changes"], result["hosts"])
     assert json.loads(on_host("cat", "/etc/docker/daemon.json").stdout)["log-opts"]["max-size"] == "20m"
     rc, result = lab.apply(changed)
     assert rc == 0, result["failures"]

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import Tflab, docker
+from conftest import Tflab, hold_dpkg_lock
 
 pytestmark = pytest.mark.testbed
-
-# Holds the dpkg frontend lock the way apt does (a POSIX record lock), then exits.
-HOLD_LOCK = ("import fcntl, os, time; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT); "
-             "fcntl.lockf(fd, fcntl.LOCK_EX); time.sleep({seconds})")
-
-# Exits non-zero while someone else holds that lock.
-PROBE_LOCK = ("import fcntl, os; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT); "
-              "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)")
-
-
-def hold_dpkg_lock(host: str, seconds: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["docker", "exec", host, "python3", "-c", HOLD_LOCK.format(seconds=seconds)])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # wait until the lock is really held
-        if docker("exec", host, "python3", "-c", PROBE_LOCK).returncode != 0:
-            return proc
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail("could not take the dpkg lock in the test host")
 
 
 def test_held_dpkg_lock_is_named_then_waited_out(tflab: Tflab, sandbox_fleet: Path, tmp_path: Path) -> None:

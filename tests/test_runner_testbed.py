@@ -34,7 +34,7 @@ def test_failing_task_on_one_host_exits_2_and_names_it(tflab: Tflab, sandbox_fle
     assert result["hosts"]["tflab-pt-2"]["failed"] == 1
     assert result["failures"] == [{"host": "tflab-pt-2", "task": "Break on the chosen host",
                                    "message": "deliberate failure on tflab-pt-2",
-                                   "unreachable": False}]
+                                   "unreachable": False, "hint": None}]
 
 
 def test_unreachable_host_exits_3(tflab: Tflab, sandbox_fleet: Path, tmp_path: Path) -> None:

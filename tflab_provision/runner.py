@@ -145,8 +145,17 @@ def validate_request(request: RunRequest, project: Project) -> None:
     project.playbook(request.playbook)
 
 
-# How soon Ctrl-C reaches a running playbook (seconds).
+# How soon Ctrl-C reaches a running playbook (seconds). ansible-runner looks at cancel_callback
+# only when its pexpect wait returns: every pexpect_timeout seconds, 5 by default.
 CANCEL_POLL_S = 0.2
+
+
+def write_runner_settings(run_dir: Path) -> None:
+    """env/settings of the run (no secrets in it). A `settings=` argument would be dropped:
+    ansible-runner 2.4 replaces it with {} when this file is missing (config/_base.py)."""
+    env = run_dir / "env"
+    env.mkdir(mode=0o700, exist_ok=True)
+    (env / "settings").write_text(json.dumps({"pexpect_timeout": CANCEL_POLL_S}))
 
 
 def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_dir: Path) -> dict[str, Any]:
@@ -176,9 +185,6 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         # A persistent fact cache (ansible-runner joins an absolute path as is).
         "fact_cache": str(state.facts),
         "fact_cache_type": "jsonfile",
-        # ansible-runner looks at cancel_callback only when its pexpect wait returns, which is
-        # every pexpect_timeout seconds (5 by default) while no password prompt appears.
-        "settings": {"pexpect_timeout": CANCEL_POLL_S},
     }
 
 
@@ -198,6 +204,7 @@ class PlaybookRunner:
         validate_request(request, self.project)
         run_dir = self.state.new_run_dir(Path(request.playbook).stem)
         kwargs = runner_kwargs(request, self.project, self.state, run_dir)
+        write_runner_settings(run_dir)
         events: queue.Queue[Event] = queue.Queue()
         progress = RunProgress()
 

@@ -103,3 +103,15 @@ def test_bad_requests_fail_before_anything_runs(project: Project, inventory: Pat
 ])
 def test_exit_codes(status: str, rc: int, hosts: dict[str, HostStats], expected: ExitCode) -> None:
     assert exit_code_for(status, rc, hosts) is expected
+
+
+def test_ansible_runner_reads_the_cancel_poll_interval(tmp_path: Path) -> None:
+    """ansible-runner drops a `settings=` argument when env/settings is missing; the file works."""
+    from ansible_runner.config.runner import RunnerConfig
+
+    from tflab_provision.runner import CANCEL_POLL_S, write_runner_settings
+
+    write_runner_settings(tmp_path)
+    config = RunnerConfig(private_data_dir=str(tmp_path), playbook="x.yml")
+    config.prepare_env()
+    assert config.pexpect_timeout == CANCEL_POLL_S
