@@ -291,3 +291,27 @@ def test_sigint_between_a_config_change_and_its_restart_then_rerun_converges(lab
     assert container_state()["id"] == before["id"]  # restarted engine, same container (live-restore)
     rc, again = lab.apply(changed)
     assert rc == 0 and again["hosts"][HOST]["changed"] == 0, again["changes"]
+
+
+def test_reveal_secret_fetches_the_token_and_leaves_it_nowhere_else(lab: FaultLab) -> None:
+    token = on_host("cat", f"/srv/tflab/.tflab/{USER}/jupyter/token").stdout.strip()
+    assert len(token) >= 32
+    # `workspace show` reads workspaces from the inventory (as an admin's host_vars would hold them).
+    public_key = (lab.dir / "user_ed25519.pub").read_text().strip()
+    inventory = lab.dir / "workspaces.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"sandbox": {"hosts": {HOST: {
+        "tflab_workspaces": [{"name": USER, "uid": UID, "authorized_keys": [public_key]}]}}}}}}))
+    runs = lab.tflab.state_dir / "runs"
+    before = {p.name for p in runs.iterdir()}
+    rc, shown = lab.tflab.run_json("workspace", "show", HOST, USER, "-i", str(GROUP), "-i", str(lab.hosts),
+                                   "-i", str(inventory), "--reveal-secret")
+    assert rc == 0, shown
+    assert shown["jupyter_secret"] == token
+    local = lab.tflab.state_dir / "secrets" / f"{HOST}-{USER}.token"
+    assert local.stat().st_mode & 0o777 == 0o600
+    [run] = [p for p in runs.iterdir() if p.name not in before]
+    leaks = [str(p) for p in run.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert leaks == []
+    rc, hidden = lab.tflab.run_json("workspace", "show", HOST, USER, "-i", str(GROUP), "-i", str(lab.hosts),
+                                    "-i", str(inventory))
+    assert rc == 0 and "jupyter_secret" not in hidden and token not in json.dumps(hidden)
