@@ -112,18 +112,23 @@ def check_against_spec(name: str, value: Any, spec: Mapping[str, Any]) -> str | 
 
 # --- inventory files ----------------------------------------------------------------------
 
-def inventory_files(sources: Sequence[Path]) -> Iterator[Path]:
+def inventory_files(sources: Sequence[Path], every_file: bool = False) -> Iterator[Path]:
+    """The files of the inventory sources that hold variables (YAML), or with every_file all
+    files Ansible could read from them, whatever their format (what a verdict depends on)."""
     for source in sources:
         base = source if source.is_dir() else source.parent
         if source.is_file():
             yield source
+        elif every_file:
+            yield from sorted(p for p in source.rglob("*") if p.is_file())
+            continue  # group_vars/ and host_vars/ are inside it
         else:
             yield from sorted(p for p in source.glob("*.y*ml") if p.is_file())
         for sub in ("group_vars", "host_vars"):
             folder = base / sub
             if folder.is_dir():
                 yield from sorted(p for p in folder.rglob("*")
-                                  if p.is_file() and p.suffix in (".yml", ".yaml", ""))
+                                  if p.is_file() and (every_file or p.suffix in (".yml", ".yaml", "")))
 
 
 def _var_blocks(data: Any, path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -305,13 +310,7 @@ def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path 
     from ansible.release import __version__ as ansible_version
 
     digest = hashlib.sha256(ansible_version.encode())
-    inputs: list[Path] = []
-    for source in sources:
-        base = source if source.is_dir() else source.parent
-        inputs += [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-        for sub in ("group_vars", "host_vars"):
-            if source.is_file() and (base / sub).is_dir():
-                inputs += sorted(p for p in (base / sub).rglob("*") if p.is_file())
+    inputs = list(inventory_files(sources, every_file=True))
     inputs += sorted((project_root / "roles").glob("*/meta/argument_specs.yml"))
     inputs.append(project_root / "playbooks" / "filter_plugins" / "tf_workspace.py")
     inputs += sorted(Path(__file__).parent.glob("*.py"))
