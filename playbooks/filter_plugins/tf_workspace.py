@@ -1,15 +1,22 @@
-"""Workspace port allocation and firewall rules, one rule for every consumer.
+"""Workspace checks, port allocation and firewall rules, one rule for every consumer.
 
 Why a filter: site.yml runs the firewall role before tf_workspace, so the workspace ports must be
 derivable from the inventory alone, and the firewall and the containers must agree on them. Both
-call these filters with the same settings instead of each computing ports its own way.
+call these filters with the same settings instead of each computing ports its own way, and
+`tflab` runs the same functions on the inventory before any host is contacted (pure Python, so
+the CLI, the playbook and the role say the same words).
 
 Rule: a port not set explicitly is ``base + (uid - uid_base)``. UIDs are unique per host, so
 allocated ports never collide with each other; explicit ports are checked against everything.
+A workspace port may never be a port the host itself uses: its SSH port and other listed
+services, the container-internal ports, or the kernel's ephemeral range.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,9 +24,32 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-RESERVED_NAMES = frozenset({"root", "daemon", "bin", "sys", "sshd", "nobody", "www-data"})
+# Accounts that exist in Debian/Ubuntu base images or on the hosts: a workspace named like one
+# would log in as that system account (the entrypoint keeps an existing account), or collide
+# with the admin. `tflab` refuses the same list (it calls these functions).
+RESERVED_NAMES = frozenset({
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+    "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "systemd-network",
+    "systemd-resolve", "systemd-timesync", "messagebus", "sshd", "syslog", "uuidd", "tcpdump", "tss",
+    "landscape", "pollinate", "ubuntu", "debian", "admin", "docker", "tflab",
+})
 MIN_UID = 1000
 PORT_KINDS = ("ssh", "jupyter")
+# The allocation's settings when a caller gives none; equal to roles/tf_workspace/defaults (a
+# unit test keeps them equal), so site.yml and tflab may leave unset settings out.
+DEFAULT_PORT_SETTINGS: dict[str, int] = {
+    "ssh_base": 22000, "jupyter_base": 28000, "uid_base": 2000, "range_size": 1000,
+}
+# Ports every workspace container listens on inside (roles/tf_workspace/vars/main.yml). As host
+# ports they invite direct-routing past the published-port rules, and 2222 is a common host SSH port.
+CONTAINER_PORTS = {2222: "the workspace container's internal SSH port",
+                   8888: "the workspace container's internal Jupyter port"}
+# Linux's default net.ipv4.ip_local_port_range: ports the kernel hands to outgoing connections.
+LINUX_EPHEMERAL_RANGE = (32768, 60999)
+# Key types the workspace sshd accepts: ssh_crypto_policy_pubkey_accepted_algorithms' defaults.
+DEFAULT_ACCEPTED_ALGORITHMS = ("ssh-ed25519", "sk-ssh-ed25519@openssh.com", "rsa-sha2-512", "rsa-sha2-256")
+DEFAULT_RSA_MIN_BITS = 3072  # ssh_crypto_policy_rsa_min_bits
+KEY_FIX = "generate an ed25519 key: ssh-keygen -t ed25519"
 
 
 def _present(ws: Mapping[str, Any]) -> bool:
@@ -40,10 +70,178 @@ def _int(ws: Mapping[str, Any], key: str) -> int | None:
         ) from exc
 
 
-def _validate(workspaces: Sequence[Mapping[str, Any]]) -> None:
+# --- single values ------------------------------------------------------------------------
+
+def _ssh_string(blob: bytes, offset: int) -> tuple[bytes, int]:
+    """One SSH wire-format string (uint32 length, then the bytes) and the offset after it."""
+    if offset + 4 > len(blob):
+        raise ValueError("truncated")
+    size = int.from_bytes(blob[offset:offset + 4], "big")
+    end = offset + 4 + size
+    if end > len(blob):
+        raise ValueError("truncated")
+    return blob[offset + 4:end], end
+
+
+def authorized_key_problem(
+    line: str,
+    accepted_algorithms: Sequence[str] | None = None,
+    rsa_min_bits: int | None = None,
+) -> str | None:
+    """Why the workspace sshd would refuse this authorized_keys line, or None.
+
+    The container's OpenSSH (8.2/8.4) has no RequiredRSASize, so the RSA floor of the policy is
+    enforced here, from the key blob: string "ssh-rsa", mpint e, mpint n; bits = n.bit_length().
+    """
+    algorithms = tuple(accepted_algorithms or DEFAULT_ACCEPTED_ALGORITHMS)
+    min_bits = int(rsa_min_bits or DEFAULT_RSA_MIN_BITS)
+    if not isinstance(line, str):
+        return f"{line!r} is not a public key line"
+    parts = line.strip().split(None, 2)
+    if len(parts) < 2:
+        return (f"{line[:40]!r}… is not an OpenSSH public key line "
+                "(expected 'ssh-ed25519 AAAA… comment')")
+    key_type, data = parts[0], parts[1]
+    if key_type.startswith(("ecdsa-sha2-", "sk-ecdsa-sha2-")):
+        return (f"{key_type} keys are refused: the workspace sshd policy accepts only ed25519 "
+                f"(also FIDO sk-ssh-ed25519) and RSA of at least {min_bits} bits, no NIST-curve "
+                f"ECDSA, so this key could never log in; {KEY_FIX}")
+    if key_type == "ssh-dss":
+        return f"ssh-dss (DSA) keys are refused: OpenSSH no longer accepts them; {KEY_FIX}"
+    if key_type not in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com", "ssh-rsa"):
+        return (f"{line[:40]!r}… is not an OpenSSH public key line "
+                "(expected 'ssh-ed25519 AAAA… comment')")
+    wanted = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa") if key_type == "ssh-rsa" else (key_type,)
+    if not any(a in algorithms for a in wanted):
+        return (f"{key_type} keys are not accepted by the workspace sshd policy "
+                f"(ssh_crypto_policy_pubkey_accepted_algorithms: {', '.join(algorithms)}); {KEY_FIX}")
+    try:
+        blob = base64.b64decode(data, validate=True)
+        blob_type, offset = _ssh_string(blob, 0)
+        if blob_type.decode("ascii", "replace") != key_type:
+            return (f"the key data of {key_type} {data[:20]}… is a "
+                    f"{blob_type.decode('ascii', 'replace')!r} key (a damaged or mixed-up line); "
+                    "copy the line from the .pub file again")
+        if key_type == "ssh-rsa":
+            _exponent, offset = _ssh_string(blob, offset)
+            modulus, offset = _ssh_string(blob, offset)
+            bits = int.from_bytes(modulus, "big").bit_length()
+            if bits < min_bits:
+                return (f"RSA key of {bits} bits ({data[:20]}…): the workspace sshd policy requires "
+                        f"at least {min_bits} (ssh_crypto_policy_rsa_min_bits); {KEY_FIX} "
+                        "(or ssh-keygen -t rsa -b 4096)")
+        else:
+            public, offset = _ssh_string(blob, offset)
+            if len(public) != 32:
+                raise ValueError("not a 32-byte ed25519 key")
+    except (binascii.Error, ValueError) as exc:
+        return (f"the key data of {key_type} {data[:20]}… is not a valid public key ({exc}); "
+                "copy the line from the .pub file again")
+    return None
+
+
+def gpus_problem(value: Any) -> str | None:
+    """Why a GPU request is not "all", "none" or a list of distinct GPU indices, or None."""
+    if value is None or value in ("all", "none"):
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return f"gpus must be \"all\", \"none\" or a list of GPU indices such as [0, 1]; got {value!r}"
+    bad = [g for g in value if isinstance(g, bool) or not isinstance(g, int) or g < 0]
+    if bad:
+        return f"gpus {list(value)!r}: {bad!r} are not GPU indices (non-negative integers, e.g. [0, 1])"
+    if len(set(value)) != len(value):
+        return f"gpus {list(value)!r} lists a GPU twice; list each index once"
+    return None
+
+
+def normalise_path(path: str) -> str:
+    """The absolute path as Docker and the kernel see it: '//run' and '/run/.' are '/run'.
+
+    posixpath.normpath keeps a leading '//' (POSIX leaves it implementation-defined); Linux
+    does not, so every leading slash run becomes one.
+    """
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _under(path: str, root: str) -> bool:
+    """path is root or inside it (both normalised)."""
+    return path == root or root == "/" or path.startswith(root.rstrip("/") + "/")
+
+
+# Data roots that are system locations: exactly these paths, and anything under the second list.
+SYSTEM_DATA_ROOTS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                     "/var", "/var/lib", "/boot", "/dev", "/proc", "/sys", "/run", "/tmp", "/var/tmp",
+                     "/root", "/home")
+SYSTEM_DATA_ROOT_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                          "/proc", "/sys", "/dev", "/run", "/boot", "/tmp", "/var/tmp")
+
+
+def data_root_problem(path: Any) -> str | None:
+    """Why a path cannot hold users' data (<root>/<name>/, chowned to each user), or None.
+
+    A system directory would hand users' UIDs ownership inside it; a world-writable tree (/tmp)
+    would let anyone plant the symlinks that root then follows.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        return f"{path!r} must be an absolute path (e.g. /srv/tflab)"
+    if ".." in path.split("/"):
+        return f"{path!r} must not contain '..'"
+    norm = normalise_path(path)
+    if norm in SYSTEM_DATA_ROOTS or any(_under(norm, t) for t in SYSTEM_DATA_ROOT_TREES):
+        return (f"{path!r} is a system location: each user gets <root>/<name>/ owned by their UID, "
+                "so use a directory of its own such as /srv/tflab")
+    return None
+
+
+def ephemeral_range(value: Any) -> tuple[int, int]:
+    """The kernel's ephemeral port range from "32768 60999" (/proc), "32768-60999" or [lo, hi];
+    empty means Linux's default."""
+    if value is None or value == "" or value == []:
+        return LINUX_EPHEMERAL_RANGE
+    try:
+        if isinstance(value, str):
+            low, high = (int(p) for p in value.replace("-", " ").split())
+        elif isinstance(value, Sequence) and len(value) == 2:
+            low, high = int(value[0]), int(value[1])
+        else:
+            raise ValueError(value)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(
+            f"ephemeral port range {value!r} must be 'LOW-HIGH' (e.g. '32768-60999') or [LOW, HIGH]"
+        ) from exc
+    if not 1 <= low <= high <= 65535:
+        raise AnsibleFilterError(f"ephemeral port range {low}-{high} is not a valid port range")
+    return low, high
+
+
+def _reserved(reserved_ports: Any) -> dict[int, str]:
+    """Port → why, from a list of ports or {port, comment} dicts."""
+    if reserved_ports is None:
+        return {}
+    if isinstance(reserved_ports, str) or not isinstance(reserved_ports, Sequence):
+        raise AnsibleFilterError("reserved_ports must be a list of ports or {port, comment} dicts")
+    out: dict[int, str] = {}
+    for item in reserved_ports:
+        port, why = (item.get("port"), item.get("comment")) if isinstance(item, Mapping) else (item, None)
+        try:
+            out.setdefault(int(port), str(why or "a port the host uses itself"))
+        except (TypeError, ValueError) as exc:
+            raise AnsibleFilterError(f"reserved port {item!r} is not a port number") from exc
+    return out
+
+
+# --- the workspace list ---------------------------------------------------------------------
+
+def _validate(
+    workspaces: Sequence[Mapping[str, Any]],
+    reserved_names: Sequence[str] | None = None,
+    accepted_algorithms: Sequence[str] | None = None,
+    rsa_min_bits: int | None = None,
+) -> None:
     """Fail on what would make ports or identities ambiguous, naming the field to fix."""
     if not isinstance(workspaces, Sequence) or isinstance(workspaces, str | bytes):
         raise AnsibleFilterError("workspaces must be a list of dicts")
+    extra_reserved = {str(n) for n in (reserved_names or []) if n}
     names: dict[str, int] = {}
     uids: dict[int, str] = {}
     for index, ws in enumerate(workspaces):
@@ -55,7 +253,15 @@ def _validate(workspaces: Sequence[Mapping[str, Any]]) -> None:
                 f"workspace #{index}: name {name!r} must be a Linux user name (^[a-z_][a-z0-9_-]{{0,31}}$)"
             )
         if name in RESERVED_NAMES:
-            raise AnsibleFilterError(f"workspace {name!r}: that name is reserved for a system account")
+            raise AnsibleFilterError(
+                f"workspace {name!r}: that name is an account of the OS image or host (system and "
+                "distribution accounts are reserved); pick the user's own name, e.g. their login"
+            )
+        if name in extra_reserved:
+            raise AnsibleFilterError(
+                f"workspace {name!r}: that name is the admin account this run logs in as "
+                "(sshd_hardening_admin_user / ansible_user); pick another name"
+            )
         if name in names:
             raise AnsibleFilterError(f"workspace {name!r} is listed twice (#{names[name]} and #{index})")
         names[name] = index
@@ -70,29 +276,57 @@ def _validate(workspaces: Sequence[Mapping[str, Any]]) -> None:
         gid = _int(ws, "gid")
         if gid is not None and gid < MIN_UID:
             raise AnsibleFilterError(f"workspace {name!r}: gid {gid} is below {MIN_UID} (system groups)")
-        if _present(ws):
-            if uid in uids:
-                raise AnsibleFilterError(f"workspaces {uids[uid]!r} and {name!r} share uid {uid}")
-            uids[uid] = name
+        if not _present(ws):
+            continue
+        if uid in uids:
+            raise AnsibleFilterError(f"workspaces {uids[uid]!r} and {name!r} share uid {uid}")
+        uids[uid] = name
+        why = gpus_problem(ws.get("gpus"))
+        if why:
+            raise AnsibleFilterError(f"workspace {name!r}: {why}")
+        keys = ws.get("authorized_keys") or []
+        if isinstance(keys, str) or not isinstance(keys, Sequence):
+            raise AnsibleFilterError(f"workspace {name!r}: authorized_keys must be a list of key lines")
+        for number, key in enumerate(keys):
+            why = authorized_key_problem(key, accepted_algorithms, rsa_min_bits)
+            if why:
+                raise AnsibleFilterError(f"workspace {name!r}: authorized_keys[{number}]: {why}")
+
+
+def _settings(ssh_base: Any, jupyter_base: Any, uid_base: Any, range_size: Any) -> dict[str, int]:
+    given = {"ssh_base": ssh_base, "jupyter_base": jupyter_base, "uid_base": uid_base,
+             "range_size": range_size}
+    try:
+        return {k: DEFAULT_PORT_SETTINGS[k] if v is None or v == "" else int(v) for k, v in given.items()}
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"port settings must be integers, got {given!r}") from exc
 
 
 def tf_workspace_ports(
     workspaces: Sequence[Mapping[str, Any]],
-    ssh_base: int = 22000,
-    jupyter_base: int = 28000,
-    uid_base: int = 2000,
-    range_size: int = 1000,
+    ssh_base: int | None = None,
+    jupyter_base: int | None = None,
+    uid_base: int | None = None,
+    range_size: int | None = None,
     defaults: Mapping[str, Any] | None = None,
+    reserved_ports: Sequence[Any] | None = None,
+    ephemeral_ports: Any = None,
+    reserved_names: Sequence[str] | None = None,
+    accepted_algorithms: Sequence[str] | None = None,
+    rsa_min_bits: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return copies of the workspaces with ssh_port, jupyter_port, gid and state always set.
 
     Explicit ports are kept; missing ones are allocated by UID. Any clash between ports of present
-    workspaces (explicit or allocated, SSH or Jupyter) is an error that names both owners.
-    Keys missing (or null) in a workspace are taken from ``defaults``; gid defaults to the uid.
+    workspaces (explicit or allocated, SSH or Jupyter), or with a port the host needs (reserved
+    ports, the container-internal ports, the ephemeral range), is an error that names the owner.
+    Unset (None) settings are DEFAULT_PORT_SETTINGS. Keys missing (or null) in a workspace are
+    taken from ``defaults``; gid defaults to the uid.
     """
-    _validate(workspaces)
-    ssh_base, jupyter_base = int(ssh_base), int(jupyter_base)
-    uid_base, range_size = int(uid_base), int(range_size)
+    _validate(workspaces, reserved_names, accepted_algorithms, rsa_min_bits)
+    settings = _settings(ssh_base, jupyter_base, uid_base, range_size)
+    ssh_base, jupyter_base = settings["ssh_base"], settings["jupyter_base"]
+    uid_base, range_size = settings["uid_base"], settings["range_size"]
     if range_size < 1:
         raise AnsibleFilterError("range_size must be at least 1")
     bases = {"ssh": ssh_base, "jupyter": jupyter_base}
@@ -104,6 +338,11 @@ def tf_workspace_ports(
             f"the SSH ({ssh_base}) and Jupyter ({jupyter_base}) port ranges overlap "
             f"(each spans {range_size} ports)"
         )
+    why = gpus_problem((defaults or {}).get("gpus"))
+    if why:
+        raise AnsibleFilterError(f"tf_workspace_default_gpus (tflab_workspace_defaults.gpus): {why}")
+    host_ports = _reserved(reserved_ports)
+    low, high = ephemeral_range(ephemeral_ports)
 
     result: list[dict[str, Any]] = []
     owners: dict[int, str] = {}
@@ -118,24 +357,58 @@ def tf_workspace_ports(
         for kind in PORT_KINDS:
             key = f"{kind}_port"
             port = _int(ws, key)
+            offset = uid - uid_base
+            allocated = bases[kind] + offset if 0 <= offset < range_size else None
             if port is None:
-                offset = uid - uid_base
-                if not 0 <= offset < range_size:
+                if allocated is None:
                     raise AnsibleFilterError(
                         f"workspace {name!r}: uid {uid} is outside the allocatable range "
                         f"{uid_base}..{uid_base + range_size - 1}; set {key} explicitly"
                     )
-                port = bases[kind] + offset
+                port = allocated
             if not 1 <= port <= 65535:
                 raise AnsibleFilterError(f"workspace {name!r}: {key} {port} is not a valid port")
             out[key] = port
             if _present(ws):
+                _check_host_port(name, key, port, explicit=_int(ws, key) is not None,
+                                 allocated=allocated, host_ports=host_ports, ephemeral=(low, high))
                 owner = f"{name}.{key}"
                 if port in owners:
                     raise AnsibleFilterError(f"port {port} is used twice: {owners[port]} and {owner}")
                 owners[port] = owner
         result.append(out)
     return result
+
+
+def _check_host_port(name: str, key: str, port: int, explicit: bool, allocated: int | None,
+                     host_ports: Mapping[int, str], ephemeral: tuple[int, int]) -> None:
+    """Refuse a workspace port that the host or the container needs for something else."""
+    kind = key.removesuffix("_port")
+    if explicit:
+        where = f"{key} {port}"
+        fix = (f"remove {key} to use the allocated port {allocated}, or choose another free port"
+               if allocated is not None and allocated != port else "choose another free port")
+    else:
+        where = f"{key} {port} (allocated: tf_workspace_{kind}_port_base + uid - tf_workspace_uid_base)"
+        fix = f"move tf_workspace_{kind}_port_base, or set {key} explicitly"
+    if port < 1024:
+        raise AnsibleFilterError(f"workspace {name!r}: {where} is a privileged port (below 1024, the "
+                                 f"host's own services); {fix}")
+    if port in CONTAINER_PORTS:
+        raise AnsibleFilterError(f"workspace {name!r}: {where} is {CONTAINER_PORTS[port]}, which must "
+                                 f"not be a host port (traffic routed straight to containers would "
+                                 f"match it); {fix}")
+    if port in host_ports:
+        raise AnsibleFilterError(f"workspace {name!r}: {where} is used by the host: {host_ports[port]} "
+                                 f"(publishing it would take that service down); {fix}")
+    low, high = ephemeral
+    if low <= port <= high:
+        raise AnsibleFilterError(
+            f"workspace {name!r}: {where} is in the host's ephemeral port range {low}-{high} "
+            f"(net.ipv4.ip_local_port_range: the kernel gives these ports to outgoing connections, "
+            f"so it may be taken when the container starts); {fix} outside {low}-{high}, or set "
+            "tflab_ephemeral_port_range if the host uses another range"
+        )
 
 
 def tf_workspace_firewall_rules(
@@ -169,8 +442,14 @@ def tf_workspace_firewall_rules(
     return rules
 
 
-DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
-# Container paths a dataset may not cover: the system, and what the workspace itself mounts.
+# --- datasets -----------------------------------------------------------------------------
+
+# Host paths a dataset may not come from, nor contain: the container runtime's sockets and state
+# (root on the host), kernel interfaces, and the system's configuration and secrets.
+DENIED_SOURCES = ("/run", "/var/run", "/var/lib/docker", "/var/lib/containerd", "/proc", "/sys", "/dev",
+                  "/etc", "/boot", "/root")
+# Container paths a dataset may not cover or sit inside: the system, and what the workspace itself
+# mounts (the home /home/<name>, sshd and Jupyter configuration under /etc/tflab and /etc/ssh).
 PROTECTED_DESTS = (
     "/bin",
     "/boot",
@@ -178,7 +457,9 @@ PROTECTED_DESTS = (
     "/etc",
     "/home",
     "/lib",
+    "/lib32",
     "/lib64",
+    "/libx32",
     "/proc",
     "/root",
     "/run",
@@ -190,41 +471,117 @@ PROTECTED_DESTS = (
 )
 
 
-def tf_workspace_dataset_mounts(datasets: Sequence[Any]) -> list[dict[str, Any]]:
+def _dataset_path(value: Any, what: str, src: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        where = "an absolute path on the host" if what == "src" else "an absolute path below /"
+        raise AnsibleFilterError(f"dataset {src!r}: {what} {value!r} must be {where}")
+    if ".." in value.split("/"):
+        raise AnsibleFilterError(f"dataset {src!r}: {what} {value!r} must not contain '..' "
+                                 f"(it is {normalise_path(value)})")
+    return normalise_path(value)
+
+
+def tf_workspace_dataset_mounts(
+    datasets: Sequence[Any],
+    roots: Sequence[str] | None = None,
+    private_sources: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """Turn dataset entries into read-only bind mounts for community.docker.docker_container.
 
-    An entry is a host path (mounted at /datasets/<basename>) or {src, dest}. Why refused: a
-    source that contains the Docker socket would hand the user root on the host; a destination
-    over system or workspace paths would break the container; duplicates are ambiguous.
+    An entry is a host path (mounted at /datasets/<basename>) or {src, dest}; both paths are
+    normalised as Docker would ('//run', '/run/.' are '/run'). Why refused: a source that is or
+    holds the Docker socket, the runtime's state, kernel interfaces or system secrets would hand
+    the user root on the host; a source outside ``roots`` (tflab_dataset_roots; empty: anywhere
+    else) or overlapping ``private_sources`` (other users' data, tflab's state and secrets) is
+    not a dataset; a destination over system or workspace paths would break the container or
+    replace its sshd configuration; equal or nested destinations are ambiguous.
     """
     if isinstance(datasets, str) or not isinstance(datasets, Sequence):
         raise AnsibleFilterError("datasets must be a list")
+    allowed = [normalise_path(r) for r in roots or [] if isinstance(r, str) and r]
+    private = [normalise_path(p) for p in private_sources or [] if isinstance(p, str) and p]
     mounts: list[dict[str, Any]] = []
-    seen: set[str] = set()
     for entry in datasets:
         if isinstance(entry, str):
-            src, dest = entry, ""
+            raw_src, raw_dest = entry, ""
         elif isinstance(entry, Mapping) and isinstance(entry.get("src"), str):
-            src, dest = entry["src"], str(entry.get("dest") or "")
+            raw_src, raw_dest = entry["src"], entry.get("dest") or ""
         else:
             raise AnsibleFilterError(f"dataset {entry!r} must be a path or a dict with src (and dest)")
-        src = src.rstrip("/") or "/"
-        if not src.startswith("/"):
-            raise AnsibleFilterError(f"dataset {src!r}: src must be an absolute path on the host")
-        if any(sock == src or sock.startswith(src.rstrip("/") + "/") for sock in DOCKER_SOCKETS):
-            raise AnsibleFilterError(f"dataset {src!r} would expose the Docker socket")
-        if not dest:
-            dest = "/datasets/" + src.rsplit("/", 1)[-1]
-        dest = dest.rstrip("/")
-        if not dest.startswith("/") or dest in ("", "/datasets"):
-            raise AnsibleFilterError(f"dataset {src!r}: dest {dest!r} must be an absolute path below /")
-        if any(dest == p or dest.startswith(p + "/") for p in PROTECTED_DESTS):
-            raise AnsibleFilterError(f"dataset {src!r}: dest {dest!r} covers a system path")
-        if dest in seen:
-            raise AnsibleFilterError(f"two datasets are mounted at {dest!r}")
-        seen.add(dest)
+        src = _dataset_path(raw_src, "src", raw_src)
+        for denied in DENIED_SOURCES:
+            if _under(src, denied) or _under(denied, src):
+                what = "is" if src == denied else "is inside" if _under(src, denied) else "contains"
+                raise AnsibleFilterError(
+                    f"dataset {raw_src!r}: the source {what} {denied}, which would expose the Docker "
+                    "socket or runtime, kernel interfaces or system secrets to the user; mount a "
+                    "dataset directory of its own (e.g. under /srv/datasets)"
+                )
+        for path in private:
+            if _under(src, path) or _under(path, src):
+                raise AnsibleFilterError(
+                    f"dataset {raw_src!r}: the source overlaps {path} (users' data and tflab's state "
+                    "and secrets); keep datasets outside the data root"
+                )
+        if allowed and not any(_under(src, r) for r in allowed):
+            raise AnsibleFilterError(
+                f"dataset {raw_src!r}: {src} is outside the allowed dataset roots ({', '.join(allowed)}); "
+                "move it or extend tflab_dataset_roots"
+            )
+        dest = _dataset_path(raw_dest, "dest", raw_src) if raw_dest else "/datasets/" + src.rsplit("/", 1)[-1]
+        if dest in ("/", "/datasets"):
+            raise AnsibleFilterError(f"dataset {raw_src!r}: dest {dest!r} must be an absolute path below / "
+                                     "(e.g. /datasets/<name>)")
+        if any(_under(dest, p) or _under(p, dest) for p in PROTECTED_DESTS):
+            raise AnsibleFilterError(
+                f"dataset {raw_src!r}: dest {dest!r} covers a system path or the workspace's own mounts "
+                "(the home, /etc/tflab, /etc/ssh); mount it under /datasets/ or /data/"
+            )
+        for mount in mounts:
+            if mount["target"] == dest:
+                raise AnsibleFilterError(f"two datasets are mounted at {dest!r}")
+            if _under(dest, mount["target"]) or _under(mount["target"], dest):
+                raise AnsibleFilterError(
+                    f"dataset destinations {mount['target']!r} and {dest!r} are nested (one would hide "
+                    "or split the other); give each dataset its own directory"
+                )
         mounts.append({"type": "bind", "source": src, "target": dest, "read_only": True})
     return mounts
+
+
+# --- everything at once, for an assert that can show the reason -------------------------------
+
+def tf_workspace_problems(
+    workspaces: Sequence[Mapping[str, Any]],
+    data_root: Any = None,
+    shared_datasets: Sequence[Any] | None = None,
+    dataset_roots: Sequence[str] | None = None,
+    private_sources: Sequence[str] | None = None,
+    **port_settings: Any,
+) -> list[str]:
+    """What tf_workspace_ports, tf_workspace_dataset_mounts and the data-root rule refuse, as
+    messages (empty when all is well). The role asserts on this list before the set_fact tasks
+    that carry password hashes (no_log there would hide the reason)."""
+    problems: list[str] = []
+    if data_root is not None:
+        why = data_root_problem(data_root)
+        if why:
+            problems.append(f"tf_workspace_data_root (tflab_data_root): {why}")
+    try:
+        tf_workspace_ports(workspaces, **port_settings)
+    except AnsibleFilterError as exc:
+        problems.append(str(exc))
+        if not isinstance(workspaces, Sequence) or isinstance(workspaces, str | bytes):
+            return problems
+    for ws in workspaces:
+        if not isinstance(ws, Mapping) or not _present(ws):
+            continue
+        try:
+            datasets = list(shared_datasets or []) + list(ws.get("datasets") or [])
+            tf_workspace_dataset_mounts(datasets, dataset_roots, private_sources)
+        except AnsibleFilterError as exc:
+            problems.append(f"workspace {ws.get('name')!r}: {exc}")
+    return problems
 
 
 class FilterModule:
@@ -235,4 +592,5 @@ class FilterModule:
             "tf_workspace_ports": tf_workspace_ports,
             "tf_workspace_firewall_rules": tf_workspace_firewall_rules,
             "tf_workspace_dataset_mounts": tf_workspace_dataset_mounts,
+            "tf_workspace_problems": tf_workspace_problems,
         }
