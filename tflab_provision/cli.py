@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -20,7 +21,14 @@ from rich.live import Live
 
 from . import sandbox
 from .events import RunProgress, render_progress
-from .inventory import InventoryInvalid, port_settings, validate_inventory, validation_key, workspace_ports
+from .inventory import (
+    InventoryInvalid,
+    inventory_hosts,
+    port_settings,
+    validate_inventory,
+    validation_key,
+    workspace_ports,
+)
 from .report import ExitCode, RunResult, junit_xml, render_plan, render_reports, render_table
 from .runner import ConfigError, PlaybookRunner, Project, RunRequest
 from .state import StateDir, default_state_dir
@@ -149,9 +157,7 @@ def cmd_apply(ctx: Context) -> int:
     request = RunRequest(
         playbook=a.playbook, inventories=inventories, limit=limit_from(ctx),
         tags=tuple(a.tags), skip_tags=tuple(a.skip_tags), extra_vars=extra,
-        vars_files=tuple(Path(p) for p in a.vars_file),
-        vault_password_file=Path(a.vault_password_file) if a.vault_password_file else None,
-        flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose,
+        flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose, **_vars_and_vault(ctx),
     )
     return int(execute(ctx, request).exit_code)
 
@@ -159,9 +165,8 @@ def cmd_apply(ctx: Context) -> int:
 def read_only_request(ctx: Context, playbook: str) -> RunRequest:
     a = ctx.args
     return RunRequest(playbook=playbook, inventories=inventories_from(ctx), limit=limit_from(ctx),
-                      vars_files=tuple(Path(p) for p in a.vars_file),
-                      vault_password_file=Path(a.vault_password_file) if a.vault_password_file else None,
-                      flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose)
+                      flush_cache=a.flush_cache, forks=a.forks, verbosity=a.verbose,
+                      **_vars_and_vault(ctx))
 
 
 def cmd_check(ctx: Context) -> int:
@@ -243,7 +248,8 @@ def reveal_jupyter_secret(ctx: Context, host: str, name: str) -> str:
     local = secret_dir / f"{host}-{name}.token"
     request = RunRequest(playbook="workspace-secret.yml", inventories=inventories_from(ctx),
                          limit=host, extra_vars={"tflab_secret_workspace": name,
-                                                 "tflab_secret_dest": str(local)})
+                                                 "tflab_secret_dest": str(local)},
+                         **_vars_and_vault(ctx))
     result = PlaybookRunner(ctx.project, ctx.state).run(request, threading.Event())
     if result.exit_code != ExitCode.OK or not local.exists():
         messages = "; ".join(f.message for f in result.failures) or "no token file on the host"
@@ -252,14 +258,29 @@ def reveal_jupyter_secret(ctx: Context, host: str, name: str) -> str:
     return local.read_text().strip()
 
 
-def _apply_workspaces(ctx: Context, host: str) -> int:
+def _vars_and_vault(ctx: Context) -> dict[str, Any]:
+    """The -e vars files and vault password file of this command, as RunRequest fields."""
+    return {"vars_files": tuple(Path(p) for p in ctx.args.vars_file),
+            "vault_password_file": (Path(ctx.args.vault_password_file)
+                                    if ctx.args.vault_password_file else None)}
+
+
+def _apply_workspaces(ctx: Context, host: str, extra_vars: dict[str, object] | None = None) -> int:
     """Apply only what a workspace change touches on that host: its firewall rules and containers."""
     request = RunRequest(playbook="site.yml", inventories=inventories_from(ctx), limit=host,
-                         tags=("workspaces", "firewall"),
-                         vars_files=tuple(Path(p) for p in ctx.args.vars_file),
-                         vault_password_file=(Path(ctx.args.vault_password_file)
-                                              if ctx.args.vault_password_file else None))
+                         tags=("workspaces", "firewall"), extra_vars=extra_vars or {},
+                         **_vars_and_vault(ctx))
     return int(execute(ctx, request).exit_code)
+
+
+def cmd_workspace_rotate_secret(ctx: Context) -> int:
+    """Replace a workspace's generated Jupyter token; the container restarts with the new one."""
+    a = ctx.args
+    if not any(r["host"] == a.host and r["name"] == a.name for r in workspace_rows(ctx)):
+        raise ConfigError(f"no workspace {a.name!r} on host {a.host!r} in the inventory")
+    ctx.err.print(f"rotating the Jupyter token of {a.name} on {a.host}; "
+                  f"`tflab workspace show {a.host} {a.name} --reveal-secret` prints the new one")
+    return _apply_workspaces(ctx, a.host, {"tf_workspace_rotate_secrets": [a.name]})
 
 
 def _edit_host_vars(ctx: Context, change: Callable[[object], None]) -> None:
@@ -267,7 +288,7 @@ def _edit_host_vars(ctx: Context, change: Callable[[object], None]) -> None:
 
     inventory_dir = (Path(ctx.args.inventory[0]) if ctx.args.inventory
                      else ctx.project.root / DEFAULT_INVENTORY)
-    path = ws_edit.host_vars_file(inventory_dir, ctx.args.host)
+    path = ws_edit.host_vars_file(inventory_dir, ctx.args.host, inventory_hosts(inventory_sources(ctx)))
     before = path.read_text() if path.exists() else None
     with ws_edit.edited(path) as data:
         change(data)
@@ -496,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--reveal-secret", action="store_true",
                     help="also fetch and print the Jupyter token (kept 0600 on the host)")
     wp.set_defaults(handler=cmd_workspace_show)
+    wp = wsub.add_parser("rotate-secret", parents=[common, runopts],
+                         help="replace a workspace's generated Jupyter token and restart it")
+    wp.add_argument("host")
+    wp.add_argument("name")
+    wp.set_defaults(handler=cmd_workspace_rotate_secret)
     wp = wsub.add_parser("add", parents=[common, runopts], help="add a user's workspace and apply it")
     wp.add_argument("host")
     wp.add_argument("name")
