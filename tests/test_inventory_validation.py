@@ -57,3 +57,73 @@ def test_the_example_inventory_is_valid(tflab: Tflab, project_root: Path) -> Non
     proc = tflab.run("apply", "-i", str(project_root / "inventory" / "example"), "--validate-only")
     assert proc.returncode == 0, proc.stderr
     assert "gpu01" in proc.stdout and "gpu02" in proc.stdout
+
+
+# --- -e vars files: the same schema, merged over the host vars (review finding 11) ---------
+
+def write_vars(root: Path, data: dict[str, Any], name: str = "vars.yml") -> Path:
+    path = root / name
+    path.write_text(yaml.safe_dump(data))
+    path.chmod(0o600)
+    return path
+
+
+ECDSA = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBACzjiDdJm1Hhu2bEYImHfJg"
+         "Qrvx3VT9rMUvQBO69at5Lo5WpF4GxTJk92u8HERo2a5rgB/6w9rSIQHueZJr6BM= dave@yubikey")
+
+
+@pytest.mark.parametrize(("data", "expect"), [
+    ({"tflab_workspaces": [{"name": "dave", "uid": 2004, "authorized_keys": [ECDSA]}]},
+     "vars.yml: tflab_workspaces[0].authorized_keys[0]: ecdsa-sha2-nistp256 keys are refused"),
+    ({"tflab_workspace": []},
+     "vars.yml: tflab_workspace: unknown tflab setting; did you mean tflab_workspaces?"),
+    ({"tflab_workspaces": [{"name": "alice", "uid": 2001, "jupyter_password_hash": "hunter2"}]},
+     "vars.yml: tflab_workspaces[0].jupyter_password_hash: must be an argon2 hash"),
+    ({"docker_engine_source": "snap"}, "vars.yml: docker_engine_source: must be one of"),
+    # Merged over the host's variables, where the file wins: the port clashes with the host's SSH.
+    ({"tflab_workspaces": [{"name": "alice", "uid": 2001, "ssh_port": 2200}]},
+     "vars.yml (host counted): tflab_workspaces: workspace 'alice': ssh_port 2200 is used by the host"),
+    # A role variable given with -e beats site.yml's mapping from tflab_workspaces.
+    ({"tf_workspace_users": [{"name": "alice", "uid": 2001, "datasets": [{"src": "/run", "dest": "/d"}]}]},
+     "vars.yml (host counted): tf_workspace_users: workspace 'alice': dataset '/run': the source is /run"),
+])
+def test_vars_files_are_validated_like_the_inventory(
+        data: dict[str, Any], expect: str, tmp_path: Path,
+        connection_counter: tuple[int, list[object]]) -> None:
+    port, connections = connection_counter
+    inventory = write_inventory(tmp_path, {"group_vars": {"sshd_hardening_port": 2200}, "host_vars": {
+        "tflab_workspaces": [{"name": "alice", "uid": 2001}]}}, port)
+    vars_file = write_vars(tmp_path, data)
+    proc = Tflab(tmp_path / "state").run("apply", "-i", str(inventory), "-e", str(vars_file))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert expect in " ".join(proc.stderr.split()), proc.stderr
+    assert connections == []
+
+
+def test_later_vars_file_wins_and_vault_files_are_read_with_the_password(
+        tmp_path: Path, project_root: Path) -> None:
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    from tflab_provision.inventory import InventoryInvalid
+    from tflab_provision.runner import Project, RunRequest, validate_request
+
+    def alice(**extra: Any) -> dict[str, Any]:
+        return {"tflab_workspaces": [{"name": "alice", "uid": 2001, **extra}]}
+
+    inventory = write_inventory(tmp_path, {"host_vars": alice()}, 22)
+    bad = write_vars(tmp_path, alice(ssh_port=40000), "a.yml")
+    good = write_vars(tmp_path, alice(ssh_port=23000), "b.yml")
+    project = Project(project_root)
+    validate_request(RunRequest("site.yml", (inventory,), vars_files=(bad, good)), project)
+    with pytest.raises(InventoryInvalid, match="ssh_port 40000 is in the host's ephemeral port range"):
+        validate_request(RunRequest("site.yml", (inventory,), vars_files=(good, bad)), project)
+
+    password = tmp_path / "vault-pass"
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
+    vault = tmp_path / "vault.yml"
+    vault.write_bytes(VaultLib([("default", VaultSecret(b"s3cret"))]).encrypt(bad.read_text()))
+    vault.chmod(0o644)  # encrypted files may be readable
+    request = RunRequest("site.yml", (inventory,), vars_files=(vault,), vault_password_file=password)
+    with pytest.raises(InventoryInvalid, match=r"vault.yml \(host counted\): tflab_workspaces: .*port 40000"):
+        validate_request(request, project)

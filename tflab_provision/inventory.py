@@ -1,10 +1,13 @@
 """Reading and validating an inventory before any host is contacted.
 
 Two passes. Per file (so every error names its file): `tflab_*` settings against the schema in
-config.py, role variables against the roles' meta/argument_specs.yml, unknown names (typos)
-with a suggestion. Per host, on the variables as Ansible itself merges them: port collisions,
-duplicate users and UIDs, GPU indices beyond what the host has (from the fact cache, once
-known), dataset mounts outside the allowed roots.
+config.py, role variables against the roles' meta/argument_specs.yml (and the values the roles
+would only refuse on the host), unknown names (typos) with a suggestion. Per host, on the
+variables as Ansible itself merges them, `-e` vars files last (extra vars win): port collisions
+and ports the host needs itself, duplicate users and UIDs, names of system accounts, keys the
+workspace sshd refuses, GPU indices beyond what the host has (from the fact cache, once known),
+dataset mounts outside the allowed roots. The workspace rules are the playbook's own filter
+(playbooks/filter_plugins/tf_workspace.py), so tflab and the role refuse the same things.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .config import TFLAB_KEYS, TflabSettings, is_template
+from .config import TFLAB_KEYS, TflabSettings, check_cidr, is_template
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,9 @@ def check_against_spec(name: str, value: Any, spec: Mapping[str, Any]) -> str | 
     kind = str(spec.get("type", "str"))
     allowed = _TYPES.get(kind)
     if allowed and (not isinstance(value, allowed) or (kind == "int" and isinstance(value, bool))):
-        return f"must be of type {kind}, got {type(value).__name__} {value!r}"
+        number = kind in ("str", "path") and isinstance(value, int | float)
+        quote = f' (quote it: "{value}")' if number else ""
+        return f"must be of type {kind}, got {type(value).__name__} {value!r}{quote}"
     choices = spec.get("choices")
     if choices and kind != "list" and value not in choices:
         return f"must be one of {', '.join(map(str, choices))}; got {value!r}"
@@ -108,6 +114,59 @@ def check_against_spec(name: str, value: Any, spec: Mapping[str, Any]) -> str | 
         if bad:
             return f"items {bad!r} are not among {', '.join(map(str, choices))}"
     return None
+
+
+def _branch_problem(value: Any) -> str | None:
+    if value in ("", None) or re.fullmatch(r"[0-9]{3,4}", str(value)):
+        return None
+    return (f"{value!r} is not a driver branch: use its major version such as \"535\" or \"570\" "
+            "(quoted), or leave it empty for the OS default")
+
+
+def _apt_version_problem(value: Any) -> str | None:
+    if value in ("", None) or re.fullmatch(r"([0-9]+:)?[0-9][A-Za-z0-9.+~-]*", str(value)):
+        return None
+    return (f"{value!r} is not an apt package version such as \"535.261.03-1\" "
+            "(`apt-cache policy nvidia-kernel-dkms` lists them); leave it empty for the candidate")
+
+
+def _port_problem(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
+        return f"{value} is not a TCP port (1-65535)"
+    return None
+
+
+def _inbound_problem(value: Any) -> str | None:
+    """firewall_allowed_inbound: the role checks its items only on the host."""
+    if not isinstance(value, list):
+        return None
+    for i, rule in enumerate(value):
+        if not isinstance(rule, Mapping) or "port" not in rule:
+            return f"[{i}] must be a dict {{port, proto, cidrs, comment}}"
+        port = rule["port"]
+        if not is_template(port) and (isinstance(port, bool) or not isinstance(port, int)
+                                      or not 1 <= port <= 65535):
+            return f"[{i}].port {port!r} is not a port (1-65535)"
+        if rule.get("proto", "tcp") not in ("tcp", "udp"):
+            return f"[{i}].proto {rule.get('proto')!r} must be tcp or udp"
+        for cidr in rule.get("cidrs") or []:
+            if is_template(cidr):
+                continue
+            try:
+                check_cidr(str(cidr))
+            except ValueError as exc:
+                return f"[{i}].cidrs: {exc}"
+    return None
+
+
+# Values a role would refuse only on the host, after changing things: refused here, before.
+ROLE_VALUE_RULES: dict[str, Callable[[Any], str | None]] = {
+    "nvidia_driver_branch": _branch_problem,
+    "nvidia_driver_version": _apt_version_problem,
+    "sshd_hardening_port": _port_problem,
+    "firewall_ssh_port": _port_problem,
+    "firewall_allowed_inbound": _inbound_problem,
+}
 
 
 # --- inventory files ----------------------------------------------------------------------
@@ -170,10 +229,13 @@ def check_block(source: str, prefix: str, block: Mapping[str, Any], roles_dir: P
             problems.append(Problem(source, prefix + key, "unknown tflab setting" +
                                     _suggest(key, sorted(TFLAB_KEYS))))
     known = {k: v for k, v in tflab_vars.items() if k in TFLAB_KEYS}
+    failed: set[tuple[str | int, ...]] = set()
     try:
         TflabSettings.model_validate(known)
     except ValidationError as exc:
         for err in exc.errors():
+            loc = tuple(err["loc"])
+            failed.add(loc[:2] if loc[0] == "tflab_workspaces" and len(loc) > 1 else loc[:1])
             where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"])
             where = where.replace(".[", "[")
             message = str(err["msg"]).removeprefix("Value error, ")
@@ -191,9 +253,62 @@ def check_block(source: str, prefix: str, block: Mapping[str, Any], roles_dir: P
                                     _suggest(key, role_vars or list(specs))))
             continue
         why = check_against_spec(key, value, specs[key])
+        if not why and key in ROLE_VALUE_RULES and not is_template(value):
+            why = ROLE_VALUE_RULES[key](value)
         if why:
             problems.append(Problem(source, prefix + key, why))
-    return problems
+    rules = _workspace_filters(roles_dir.parent)
+    return problems + [Problem(source, prefix + field, why)
+                       for field, why in _rule_problems(block, rules, failed)]
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return is_template(value)
+
+
+def _rule_problems(block: Mapping[str, Any], rules: Any,
+                   failed: set[tuple[str | int, ...]]) -> Iterator[tuple[str, str]]:
+    """(field, why) for what the role's filter refuses in one file's literal values: data roots,
+    keys, dataset paths (the roots are a per-host matter). Fields the schema already refused
+    are skipped, so each mistake is reported once."""
+    for key in ("tflab_data_root", "tf_workspace_data_root"):
+        value = block.get(key)
+        if (key,) not in failed and isinstance(value, str) and not is_template(value):
+            why = rules.data_root_problem(value)
+            if why:
+                yield key, why
+    value = block.get("tflab_ephemeral_port_range")
+    if ("tflab_ephemeral_port_range",) not in failed and value is not None and not _has_template(value):
+        try:
+            rules.ephemeral_range(value)
+        except Exception as exc:  # AnsibleFilterError
+            yield "tflab_ephemeral_port_range", str(exc)
+    shared = block.get("tf_workspace_shared_datasets")
+    if isinstance(shared, list):
+        try:
+            rules.tf_workspace_dataset_mounts([d for d in shared if not _has_template(d)])
+        except Exception as exc:
+            yield "tf_workspace_shared_datasets", str(exc)
+    workspaces = block.get("tflab_workspaces")
+    if not isinstance(workspaces, list) or ("tflab_workspaces",) in failed:
+        return
+    for i, ws in enumerate(workspaces):
+        if not isinstance(ws, Mapping) or ("tflab_workspaces", i) in failed or ws.get("state") == "absent":
+            continue
+        for j, line in enumerate(ws.get("authorized_keys") or []):
+            if isinstance(line, str) and not is_template(line):
+                why = rules.authorized_key_problem(line)
+                if why:
+                    yield f"tflab_workspaces[{i}].authorized_keys[{j}]", why
+        datasets = [d for d in ws.get("datasets") or [] if not _has_template(d)]
+        try:
+            rules.tf_workspace_dataset_mounts(datasets)
+        except Exception as exc:
+            yield f"tflab_workspaces[{i}].datasets", str(exc)
 
 
 @cache
@@ -216,10 +331,55 @@ def check_files(sources: Sequence[Path], roles_dir: Path) -> list[Problem]:
     return problems
 
 
+def load_vars_file(path: Path, vault_password_file: Path | None = None) -> Any:
+    """A `-e` vars file's variables; a vault-encrypted one is decrypted with the run's vault
+    password file, or None without one (Ansible then checks it at run time)."""
+    raw = path.read_bytes()
+    if raw.startswith(b"$ANSIBLE_VAULT"):
+        if vault_password_file is None:
+            return None
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.parsing.vault import VaultLib, get_file_vault_secret
+
+        secret = get_file_vault_secret(filename=str(vault_password_file), loader=DataLoader())
+        secret.load()
+        raw = VaultLib([("default", secret)]).decrypt(raw)
+    return yaml.load(raw.decode(), Loader=_Loader)  # a SafeLoader subclass
+
+
+def check_vars_files(vars_files: Sequence[Path], roles_dir: Path, vault_password_file: Path | None = None
+                     ) -> tuple[list[Problem], dict[str, Any], dict[Path, list[str]]]:
+    """Each vars file against the same schema as an inventory file; their variables merged in
+    command-line order (a later -e wins, as in Ansible); and each file's variable names."""
+    problems: list[Problem] = []
+    merged: dict[str, Any] = {}
+    names: dict[Path, list[str]] = {}
+    for path in vars_files:
+        try:
+            data = load_vars_file(path, vault_password_file)
+        except yaml.YAMLError as exc:
+            problems.append(Problem(str(path), "(file)", f"is not valid YAML: {exc}"))
+            continue
+        except Exception as exc:  # AnsibleError: wrong vault password, unreadable password file
+            problems.append(Problem(str(path), "(file)", f"could not be decrypted with the vault "
+                                    f"password file: {exc}"))
+            continue
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            problems.append(Problem(str(path), "(file)", "must be a mapping of variable names to values"))
+            continue
+        problems += check_block(str(path), "", data, roles_dir)
+        merged.update(data)
+        names[path] = [str(k) for k in data]
+    return problems, merged, names
+
+
 # --- merged, per host ---------------------------------------------------------------------
 
+@cache
 def _workspace_filters(project_root: Path) -> Any:
-    """The playbook's own port allocation (one rule for tflab, the firewall and the containers)."""
+    """The playbook's own workspace rules (one rule for tflab, the firewall and the containers)."""
     path = project_root / "playbooks" / "filter_plugins" / "tf_workspace.py"
     spec = importlib.util.spec_from_file_location("tf_workspace_filters", path)
     assert spec and spec.loader
@@ -240,6 +400,15 @@ def merged_host_vars(sources: Sequence[Path]) -> dict[str, dict[str, Any]]:
     return {h.name: dict(manager.get_vars(host=h)) for h in inventory.get_hosts()}
 
 
+def inventory_hosts(sources: Sequence[Path]) -> list[str]:
+    """The inventory's host names (no variables read, no host contacted)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    return sorted(h.name for h in InventoryManager(loader=DataLoader(),
+                                                   sources=[str(s) for s in sources]).get_hosts())
+
+
 def cached_gpu_count(facts_dir: Path | None, host: str) -> int | None:
     if facts_dir is None or not (facts_dir / host).is_file():
         return None
@@ -249,11 +418,6 @@ def cached_gpu_count(facts_dir: Path | None, host: str) -> int | None:
         return None
     gpu = facts.get("nvidia_gpu") or facts.get("ansible_nvidia_gpu")
     return int(gpu["count"]) if isinstance(gpu, Mapping) and "count" in gpu else None
-
-
-def _within(path: str, roots: Sequence[str]) -> bool:
-    p = PurePosixPath(path)
-    return any(p == PurePosixPath(r) or PurePosixPath(r) in p.parents for r in roots)
 
 
 # The port allocation's settings, as the playbook hands them to the filter.
@@ -271,19 +435,88 @@ def workspace_ports(project_root: Path) -> Any:
     return _workspace_filters(project_root).tf_workspace_ports
 
 
+def _literal(value: Any) -> Any:
+    """A value with Jinja expressions left out (Ansible resolves them on the host)."""
+    if isinstance(value, Mapping):
+        return {k: _literal(v) for k, v in value.items() if not is_template(v)}
+    if isinstance(value, list):
+        return [_literal(v) for v in value if not is_template(v)]
+    return value
+
+
+def _literal_workspaces(workspaces: Sequence[Any]) -> list[Any]:
+    """Workspaces as far as they are literal: a templated name or uid leaves the entry out."""
+    out = []
+    for ws in workspaces:
+        if isinstance(ws, Mapping) and (is_template(ws.get("name")) or is_template(ws.get("uid"))):
+            continue
+        literal = _literal(ws)
+        if isinstance(literal, dict):
+            literal["datasets"] = [d for d in literal.get("datasets") or [] if not _has_template(d)]
+        out.append(literal)
+    return out
+
+
+def _site_value(hostvars: Mapping[str, Any], extra: Mapping[str, Any], role_var: str,
+                tflab_var: str, default: Any) -> Any:
+    """What site.yml hands a role: its mapping from tflab_var, unless an extra var (-e) sets
+    the role variable itself (extra vars beat the play's role vars)."""
+    if role_var in extra:
+        return extra[role_var]
+    merged = {**hostvars, **extra}
+    return merged[tflab_var] if merged.get(tflab_var) is not None else default
+
+
+def _rule_settings(hostvars: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The filter's arguments as site.yml builds them for this host (see _tflab_* in site.yml)."""
+    def literal(name: str, default: Any = None) -> Any:
+        value = hostvars.get(name, default)
+        return default if _has_template(value) else value
+
+    ssh_port = literal("sshd_hardening_port", (specs.get("sshd_hardening_port") or {}).get("default", 22))
+    reserved: list[dict[str, Any]] = [{"port": ssh_port,
+                                       "comment": "the host's SSH port (sshd_hardening_port)"}]
+    for i, rule in enumerate(literal("firewall_allowed_inbound", []) or []):
+        if isinstance(rule, Mapping) and isinstance(rule.get("port"), int):
+            note = f" ({rule['comment']})" if rule.get("comment") else ""
+            reserved.append({"port": rule["port"], "comment": f"firewall_allowed_inbound[{i}]{note}"})
+    names = [n for n in (literal("sshd_hardening_admin_user"), literal("ansible_user"))
+             if isinstance(n, str) and n]
+    return {**port_settings(hostvars), "reserved_ports": reserved, "reserved_names": names,
+            "ephemeral_ports": literal("tflab_ephemeral_port_range"),
+            "accepted_algorithms": literal("ssh_crypto_policy_pubkey_accepted_algorithms"),
+            "rsa_min_bits": literal("ssh_crypto_policy_rsa_min_bits")}
+
+
 def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
-               facts_dir: Path | None) -> list[Problem]:
-    source = f"host {host}"
+               facts_dir: Path | None, extra_vars: Mapping[str, Any] | None = None,
+               source: str | None = None) -> list[Problem]:
+    """The playbook's own checks on one host's merged variables (the role refuses the same)."""
+    source = source or f"host {host}"
+    extra = dict(extra_vars or {})
+    effective = {**hostvars, **extra}
     problems: list[Problem] = []
-    workspaces = hostvars.get("tflab_workspaces") or []
+    workspaces = _site_value(hostvars, extra, "tf_workspace_users", "tflab_workspaces", [])
     if is_template(workspaces) or not isinstance(workspaces, list):
         return problems
-    try:
-        workspace_ports(project_root)([dict(w) for w in workspaces], **port_settings(hostvars))
-    except Exception as exc:  # AnsibleFilterError: the same words the playbook would say
-        problems.append(Problem(source, "tflab_workspaces", str(exc)))
+    rules = _workspace_filters(project_root)
+    data_root = _site_value(hostvars, extra, "tf_workspace_data_root", "tflab_data_root", "/srv/tflab")
+    roots = _site_value(hostvars, extra, "tf_workspace_dataset_roots", "tflab_dataset_roots",
+                        ["/srv/datasets"])
+    private = [p for p in (data_root, effective.get("tf_workspace_state_dir"),
+                           effective.get("tf_workspace_archive_dir"))
+               if isinstance(p, str) and not is_template(p)]
+    shared = effective.get("tf_workspace_shared_datasets") or []
+    for why in rules.tf_workspace_problems(
+            _literal_workspaces(workspaces),
+            data_root=None if is_template(data_root) else data_root,
+            shared_datasets=[d for d in shared if not _has_template(d)] if isinstance(shared, list) else [],
+            dataset_roots=_literal(roots) if isinstance(roots, list) else None,
+            private_sources=private, **_rule_settings(effective, role_specs(project_root / "roles"))):
+        field = ("tflab_data_root" if why.startswith("tf_workspace_data_root")
+                 else "tf_workspace_users" if "tf_workspace_users" in extra else "tflab_workspaces")
+        problems.append(Problem(source, field, why))
     gpu_count = cached_gpu_count(facts_dir, host)
-    roots = hostvars.get("tflab_dataset_roots") or ["/srv/datasets"]
     for i, ws in enumerate(workspaces):
         if not isinstance(ws, Mapping):
             continue
@@ -294,19 +527,40 @@ def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
                 problems.append(Problem(source, f"tflab_workspaces[{i}].gpus",
                                         f"GPU index {beyond} but {host} has {gpu_count} GPU(s) "
                                         f"(indices 0..{gpu_count - 1}); use existing indices or 'all'"))
-        for j, ds in enumerate(ws.get("datasets") or []):
-            src = ds.get("src") if isinstance(ds, Mapping) else None
-            if isinstance(src, str) and not is_template(src) and not _within(src, roots):
-                problems.append(Problem(source, f"tflab_workspaces[{i}].datasets[{j}].src",
-                                        f"{src} is outside the allowed dataset roots "
-                                        f"({', '.join(roots)}); move it or extend tflab_dataset_roots"))
+    branch, version = effective.get("nvidia_driver_branch"), effective.get("nvidia_driver_version")
+    if (branch not in (None, "") and version not in (None, "") and not _has_template([branch, version])
+            and not str(version).split(":")[-1].startswith(f"{branch}.")):
+        problems.append(Problem(source, "nvidia_driver_version",
+                                f"{version!r} is not a version of branch {branch!r} (nvidia_driver_branch); "
+                                "make them agree, or leave nvidia_driver_version empty"))
     return problems
 
 
-def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path | None = None) -> str:
+def origin(host: str, key: str, sources: Sequence[Path], vars_files: Sequence[Path] = (),
+           extra_keys: Mapping[Path, Sequence[str]] | None = None) -> str:
+    """The file a host's value of `key` most likely comes from, for messages: the last -e file
+    that sets it, else the host's host_vars file, else the host itself."""
+    for path in reversed(vars_files):
+        if key in (extra_keys or {}).get(path, ()):
+            return f"{path} (host {host})"
+    for source in sources:
+        folder = (source if source.is_dir() else source.parent) / "host_vars"
+        for candidate in (folder / f"{host}.yml", folder / f"{host}.yaml", folder / host):
+            try:
+                data = _load_yaml(candidate) if candidate.is_file() else None
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, Mapping) and key in data:
+                return f"{candidate} (host {host})"
+    return f"host {host}"
+
+
+def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path | None = None,
+                   vars_files: Sequence[Path] = (), vault_password_file: Path | None = None) -> str:
     """A hash of everything a verdict depends on: the inventory's files (all of them, whatever
-    their format), the role specs and port rules, this package's code, Ansible's version and
-    ANSIBLE_* settings, and the fact cache's state (GPU counts). Equal keys, equal verdicts."""
+    their format) and -e vars files, the role specs and workspace rules, this package's code,
+    Ansible's version and ANSIBLE_* settings, and the fact cache's state (GPU counts). Equal
+    keys, equal verdicts."""
     from ansible.release import __version__ as ansible_version
 
     digest = hashlib.sha256(ansible_version.encode())
@@ -317,6 +571,11 @@ def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path 
     for path in inputs:
         digest.update(f"\0{path.resolve()}\0".encode())
         digest.update(path.read_bytes())
+    for path in vars_files:  # in order: a later -e wins
+        digest.update(f"\0-e {path.resolve()}\0".encode())
+        digest.update(path.read_bytes())
+    if vault_password_file is not None:
+        digest.update(f"\0vault:{vault_password_file.resolve()}".encode())
     for name in sorted(k for k in os.environ if k.startswith("ANSIBLE_")):
         digest.update(f"\0{name}={os.environ[name]}".encode())
     if facts_dir is not None and facts_dir.is_dir():
@@ -327,9 +586,15 @@ def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path 
 
 
 def validate_inventory(sources: Sequence[Path], project_root: Path,
-                       facts_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Raise InventoryInvalid with every problem found; return the merged host vars."""
+                       facts_dir: Path | None = None, vars_files: Sequence[Path] = (),
+                       vault_password_file: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Raise InventoryInvalid with every problem found; return the merged host vars (without the
+    vars files' variables). Vars files (-e) are checked like inventory files, then merged over
+    every host's variables, where they win."""
     problems = check_files(sources, project_root / "roles")
+    vars_problems, extra, extra_keys = check_vars_files(vars_files, project_root / "roles",
+                                                        vault_password_file)
+    problems += vars_problems
     if problems:
         raise InventoryInvalid(problems)
     try:
@@ -337,7 +602,9 @@ def validate_inventory(sources: Sequence[Path], project_root: Path,
     except Exception as exc:  # AnsibleError: unreadable inventory, missing vault secret
         raise InventoryInvalid([Problem(", ".join(map(str, sources)), "(inventory)", str(exc))]) from exc
     for host, hostvars in sorted(hosts.items()):
-        problems += check_host(host, hostvars, project_root, facts_dir)
+        key = "tf_workspace_users" if "tf_workspace_users" in extra else "tflab_workspaces"
+        problems += check_host(host, hostvars, project_root, facts_dir, extra,
+                               origin(host, key, sources, vars_files, extra_keys))
     if problems:
         raise InventoryInvalid(problems)
     return hosts

@@ -133,7 +133,7 @@ def ansible_args(request: RunRequest) -> list[str]:
     return args
 
 
-def validate_request(request: RunRequest, project: Project) -> None:
+def validate_request(request: RunRequest, project: Project, state: StateDir | None = None) -> None:
     """Everything checkable on the controller, before a run directory or a host is touched."""
     for path in request.vars_files:
         check_secret_file(path)
@@ -143,6 +143,25 @@ def validate_request(request: RunRequest, project: Project) -> None:
         if not inventory.exists():
             raise ConfigError(f"inventory {inventory} does not exist")
     project.playbook(request.playbook)
+    if request.vars_files:
+        validate_vars_files(request, project, state)
+
+
+def validate_vars_files(request: RunRequest, project: Project, state: StateDir | None = None) -> None:
+    """-e files hold what the inventory holds (often the whole workspace list, with its secrets):
+    the same schema, per file, then merged over each host's variables as Ansible does (extra
+    vars win). Raises InventoryInvalid; a verdict is kept in the state dir like the inventory's."""
+    from .inventory import validate_inventory, validation_key
+
+    facts = state.facts if state is not None else None
+    key = validation_key(request.inventories, project.root, facts, request.vars_files,
+                         request.vault_password_file)
+    if state is not None and state.knows_valid(key):
+        return
+    validate_inventory(request.inventories, project.root, facts, request.vars_files,
+                       request.vault_password_file)
+    if state is not None:
+        state.remember_valid(key)
 
 
 # How soon Ctrl-C reaches a running playbook (seconds). ansible-runner looks at cancel_callback
@@ -160,7 +179,7 @@ def write_runner_settings(run_dir: Path) -> None:
 
 def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_dir: Path) -> dict[str, Any]:
     """Every keyword handed to ansible_runner.run_async, and nothing else."""
-    validate_request(request, project)
+    validate_request(request, project, state)
     envvars = {
         "ANSIBLE_CONFIG": str(project.ansible_cfg),
         # ansible-runner turns host key checking off unless told; keep Ansible's (safe) default.
@@ -201,7 +220,7 @@ class PlaybookRunner:
         cancel: threading.Event,
         on_update: Callable[[RunProgress], None] | None = None,
     ) -> RunResult:
-        validate_request(request, self.project)
+        validate_request(request, self.project, self.state)
         run_dir = self.state.new_run_dir(Path(request.playbook).stem)
         kwargs = runner_kwargs(request, self.project, self.state, run_dir)
         write_runner_settings(run_dir)
