@@ -6,6 +6,7 @@ validate the whole inventory with the change, and restore the file if it does no
 
 from __future__ import annotations
 
+import difflib
 import io
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,11 +26,25 @@ def _yaml() -> YAML:
     return yaml
 
 
-def host_vars_file(inventory_dir: Path, host: str) -> Path:
+def host_vars_file(inventory_dir: Path, host: str, hosts: Sequence[str]) -> Path:
+    """host_vars/<host>.yml for a host of the inventory. Refused before anything is written: a
+    host the inventory does not have (a typo would leave an orphan file that validates and an
+    apply that matches nothing), and any name that would leave host_vars/."""
     if not inventory_dir.is_dir():
         raise ConfigError(f"{inventory_dir} is not an inventory directory; `tflab workspace` edits "
                           "host_vars/ inside one (create it with `tflab init`)")
-    return inventory_dir / "host_vars" / f"{host}.yml"
+    if host not in hosts:
+        close = difflib.get_close_matches(host, hosts, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{host!r} is not a host of the inventory; {hint}add it to the inventory "
+                          f"first (hosts: {', '.join(hosts) or 'none'})")
+    folder = inventory_dir / "host_vars"
+    path = folder / f"{host}.yml"
+    if "/" in host or "\\" in host or "\0" in host or host.startswith(".") \
+            or path.resolve().parent != folder.resolve():
+        raise ConfigError(f"host name {host!r} cannot name a file in {folder}; "
+                          "edit that host's variables by hand")
+    return path
 
 
 def load_host_vars(path: Path) -> Any:
