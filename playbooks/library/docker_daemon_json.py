@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import tempfile
 from typing import Any
@@ -78,16 +79,18 @@ EXAMPLES = r"""
 
 RETURN = r"""
 config:
-  description: The document after the merge (the live one for O(state=read)).
+  description: The document after the merge (the live one for O(state=read)); credentials in URLs (user:password@) read C(***@), here and in the diff.
   returned: always
   type: dict
 previous:
-  description: The live document before the merge.
+  description: The live document before the merge (URL credentials masked).
   returned: always
   type: dict
 """
 
 CGROUP_DRIVER_PREFIX = "native.cgroupdriver="
+# user:password@ in URLs (proxies, registry mirrors): masked in every result and diff.
+URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"]+@")
 
 
 class DaemonJsonError(Exception):
@@ -160,6 +163,17 @@ def check_document(doc: dict[str, Any]) -> list[str]:
     return problems
 
 
+def mask_credentials(value: Any) -> Any:
+    """The value with the credentials of every URL in it replaced by ***."""
+    if isinstance(value, str):
+        return URL_CREDENTIALS.sub(r"\g<scheme>***@", value)
+    if isinstance(value, dict):
+        return {key: mask_credentials(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_credentials(item) for item in value]
+    return value
+
+
 def render(doc: dict[str, Any]) -> str:
     """Serialise stably so that an unchanged document gives byte-identical output."""
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
@@ -194,7 +208,8 @@ def run_module() -> None:
         module.fail_json(msg=str(exc), path=path)
 
     if module.params["state"] == "read":
-        module.exit_json(changed=False, config=previous, previous=previous, path=path)
+        shown = mask_credentials(previous)
+        module.exit_json(changed=False, config=shown, previous=shown, path=path)
 
     merged = deep_merge(previous, module.params["settings"], module.params["list_merge"])
     for key in module.params["remove_keys"]:
@@ -204,13 +219,14 @@ def run_module() -> None:
     if problems:
         module.fail_json(
             msg=f"Refusing to write {path}: " + "; ".join(problems) + ". Docker was left untouched.",
-            config=merged,
-            previous=previous,
+            config=mask_credentials(merged),
+            previous=mask_credentials(previous),
         )
 
     content = render(merged)
     changed = not os.path.exists(path) or content != text
-    diff = {"before": text, "after": content, "before_header": path, "after_header": path}
+    diff = {"before": mask_credentials(text), "after": mask_credentials(content),
+            "before_header": path, "after_header": path}
 
     if changed and not module.check_mode:
         directory = os.path.dirname(path) or "."
@@ -232,8 +248,8 @@ def run_module() -> None:
                         "and Docker were left untouched.",
                         rc=rc,
                         stdout=out,
-                        stderr=err,
-                        config=merged,
+                        stderr=mask_credentials(err),
+                        config=mask_credentials(merged),
                     )
             os.chmod(tmp_path, 0o644)
             module.atomic_move(tmp_path, path)
@@ -244,7 +260,8 @@ def run_module() -> None:
     file_args = module.load_file_common_arguments(module.params, path=path)
     if not module.check_mode or os.path.exists(path):
         changed = module.set_fs_attributes_if_different(file_args, changed)
-    module.exit_json(changed=changed, config=merged, previous=previous, path=path, diff=diff)
+    module.exit_json(changed=changed, config=mask_credentials(merged),
+                     previous=mask_credentials(previous), path=path, diff=diff)
 
 
 def main() -> None:

@@ -208,3 +208,26 @@ def test_remove_keys(tmp_path: Path) -> None:
     result = run_module(tmp_path, {"path": str(target), "remove_keys": ["icc"]})
     assert result["changed"] is True
     assert json.loads(target.read_text()) == {"debug": False}
+
+
+def test_proxy_credentials_are_masked_in_results_and_diff(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.json"
+    path.write_text(json.dumps({"proxies": {"http-proxy": "http://lab:s3cret-old@proxy.lab:3128"}}))
+    result = run_module(tmp_path, {"path": str(path), "settings": {
+        "proxies": {"https-proxy": "https://lab:s3cret-new@proxy.lab:3128", "no-proxy": "localhost"}}})
+    # The module's own arguments (invocation) are the task's: the role hides those with no_log.
+    shown = json.dumps({key: result[key] for key in ("config", "previous", "diff")})
+    assert "s3cret" not in shown, shown
+    assert result["config"]["proxies"]["https-proxy"] == "https://***@proxy.lab:3128"
+    assert result["previous"]["proxies"]["http-proxy"] == "http://***@proxy.lab:3128"
+    assert "https://***@proxy.lab:3128" in result["diff"]["after"]
+    # The file itself keeps the real credentials: dockerd needs them.
+    written = json.loads(path.read_text())
+    assert written["proxies"]["https-proxy"] == "https://lab:s3cret-new@proxy.lab:3128"
+    assert written["proxies"]["http-proxy"] == "http://lab:s3cret-old@proxy.lab:3128"
+
+
+def test_mask_credentials_leaves_urls_without_userinfo_alone() -> None:
+    doc = {"registry-mirrors": ["https://mirror.lab:5000", "https://u:p@m.lab"], "data-root": "/var/lib/docker"}
+    assert ddj.mask_credentials(doc) == {"registry-mirrors": ["https://mirror.lab:5000", "https://***@m.lab"],
+                                         "data-root": "/var/lib/docker"}
