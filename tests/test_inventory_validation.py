@@ -127,3 +127,16 @@ def test_later_vars_file_wins_and_vault_files_are_read_with_the_password(
     request = RunRequest("site.yml", (inventory,), vars_files=(vault,), vault_password_file=password)
     with pytest.raises(InventoryInvalid, match=r"vault.yml \(host counted\): tflab_workspaces: .*port 40000"):
         validate_request(request, project)
+
+
+def test_validate_only_and_workspace_list_read_vars_files(tmp_path: Path,
+                                                         connection_counter: tuple[int, list[object]]) -> None:
+    port, connections = connection_counter
+    inventory = write_inventory(tmp_path, {"group_vars": {}, "host_vars": {
+        "tflab_workspaces": [{"name": "alice", "uid": 2001}]}}, port)
+    bad = write_vars(tmp_path, {"tflab_workspaces": [{"name": "alice", "uid": 2001, "ssh_port": 8888}]})
+    for command in (("apply", "--validate-only"), ("workspace", "list")):
+        proc = Tflab(tmp_path / "state").run(*command, "-i", str(inventory), "-e", str(bad))
+        assert proc.returncode == 1, (command, proc.stdout + proc.stderr)
+        assert "vars.yml" in proc.stderr and "8888" in proc.stderr, (command, proc.stderr)
+    assert connections == []

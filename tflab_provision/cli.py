@@ -114,7 +114,10 @@ def validated_inventory(ctx: Context) -> tuple[tuple[Path, ...], dict[str, dict[
     """The inventory sources and their merged host vars, validated before anything runs
     (exit 1 names file, field, fix)."""
     paths = inventory_sources(ctx)
-    return paths, validate_inventory(paths, ctx.project.root, ctx.state.facts)
+    vars_and_vault = _vars_and_vault(ctx)
+    return paths, validate_inventory(paths, ctx.project.root, ctx.state.facts,
+                                     vars_files=vars_and_vault["vars_files"],
+                                     vault_password_file=vars_and_vault["vault_password_file"])
 
 
 def inventories_from(ctx: Context) -> tuple[Path, ...]:
@@ -260,9 +263,9 @@ def reveal_jupyter_secret(ctx: Context, host: str, name: str) -> str:
 
 def _vars_and_vault(ctx: Context) -> dict[str, Any]:
     """The -e vars files and vault password file of this command, as RunRequest fields."""
-    return {"vars_files": tuple(Path(p) for p in ctx.args.vars_file),
-            "vault_password_file": (Path(ctx.args.vault_password_file)
-                                    if ctx.args.vault_password_file else None)}
+    vault = getattr(ctx.args, "vault_password_file", None)
+    return {"vars_files": tuple(Path(p) for p in getattr(ctx.args, "vars_file", [])),
+            "vault_password_file": Path(vault) if vault else None}
 
 
 def _apply_workspaces(ctx: Context, host: str, extra_vars: dict[str, object] | None = None) -> int:
