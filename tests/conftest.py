@@ -67,9 +67,9 @@ def tflab(sandbox_state: Path) -> Tflab:
 
 @pytest.fixture(scope="session")
 def sandbox_fleet(tflab: Tflab) -> Iterator[Path]:
-    """Three bare sandbox hosts (tflab-pt-1..3) and their inventory; removed afterwards."""
-    privileged = ["--privileged"] if os.environ.get("TFLAB_TESTBED_PRIVILEGED") == "true" else []
-    proc = tflab.run("sandbox", "up", "--count", "3", "--prefix", "tflab-pt", *privileged)
+    """Three bare sandbox hosts (tflab-pt-1..3) and their inventory; removed afterwards.
+    Privileged or not follows TFLAB_TESTBED_PRIVILEGED (`tflab sandbox up` and `tflab demo` read it)."""
+    proc = tflab.run("sandbox", "up", "--count", "3", "--prefix", "tflab-pt")
     assert proc.returncode == 0, proc.stderr
     yield Path(proc.stdout.strip())
     tflab.run("sandbox", "down", "--prefix", "tflab-pt")

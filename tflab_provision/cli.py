@@ -349,6 +349,12 @@ def cmd_sandbox_image(ctx: Context) -> int:
     return 0
 
 
+def sandbox_privileged(ctx: Context) -> bool:
+    """--privileged / --no-privileged, else the test bed's switch TFLAB_TESTBED_PRIVILEGED."""
+    chosen: bool | None = ctx.args.privileged
+    return sandbox.privileged_from_env() if chosen is None else chosen
+
+
 def sandbox_up(ctx: Context, prefix: str, count: int, privileged: bool,
                extra_ports: tuple[int, ...] = ()) -> Path:
     """Hosts PREFIX-1..COUNT and their own inventory file (other prefixes' files untouched)."""
@@ -363,7 +369,7 @@ def sandbox_up(ctx: Context, prefix: str, count: int, privileged: bool,
 
 
 def cmd_sandbox_up(ctx: Context) -> int:
-    ctx.out.print(sandbox_up(ctx, ctx.args.prefix, ctx.args.count, ctx.args.privileged))
+    ctx.out.print(sandbox_up(ctx, ctx.args.prefix, ctx.args.count, sandbox_privileged(ctx)))
     return 0
 
 
@@ -410,7 +416,7 @@ def cmd_demo(ctx: Context) -> int:
     """The embedded default: a sandbox host, the real site.yml, one TensorFlow workspace."""
     ctx.err.print("[bold]tflab demo[/bold]: a local sandbox host stands in for a GPU server")
     docker = sandbox_docker()
-    inventory = sandbox_up(ctx, DEMO_PREFIX, 1, ctx.args.privileged,
+    inventory = sandbox_up(ctx, DEMO_PREFIX, 1, sandbox_privileged(ctx),
                            extra_ports=(DEMO_SSH_PORT, DEMO_JUPYTER_PORT))
     os_image = sandbox.ensure_base_image(docker, sandbox.WORKSPACE_OS_RECIPE)
     sandbox.copy_image_to_host(docker, DEMO_HOST, os_image, DEMO_OS_ARCHIVE)
@@ -552,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", parents=[common, runopts],
                        help="provision a local sandbox host end to end (no server needed)")
-    p.add_argument("--privileged", action="store_true", help="run the sandbox host privileged")
+    p.add_argument("--privileged", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the sandbox host privileged (default: $TFLAB_TESTBED_PRIVILEGED, else not)")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("sandbox", help="local bare-host containers for demos and tests")
@@ -562,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = ssub.add_parser("up", parents=[common], help="start sandbox hosts, write their inventory")
     sp.add_argument("--count", type=int, default=1)
     sp.add_argument("--prefix", default=DEMO_PREFIX)
-    sp.add_argument("--privileged", action="store_true")
+    sp.add_argument("--privileged", action=argparse.BooleanOptionalAction, default=None,
+                    help="privileged hosts instead of the capability list "
+                         "(default: $TFLAB_TESTBED_PRIVILEGED, else not)")
     sp.set_defaults(handler=cmd_sandbox_up)
     sp = ssub.add_parser("down", parents=[common], help="remove sandbox hosts")
     sp.add_argument("--prefix", default=DEMO_PREFIX)

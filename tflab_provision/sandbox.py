@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +90,22 @@ rm -rf /var/lib/apt/lists/*
 
 class SandboxError(RuntimeError):
     """A sandbox operation failed; the message says what to do."""
+
+
+# The test bed's one switch between the explicit capability list (machines where root lacks
+# CAP_SYS_RESOURCE, so --privileged fails) and `--privileged` (ordinary CI runners). Every
+# molecule.yml systemd platform reads it too (privileged: ${TFLAB_TESTBED_PRIVILEGED:-false}).
+PRIVILEGED_ENV = "TFLAB_TESTBED_PRIVILEGED"
+
+
+def privileged_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """TFLAB_TESTBED_PRIVILEGED as a bool: unset or "false" is False, "true" is True."""
+    value = (os.environ if environ is None else environ).get(PRIVILEGED_ENV, "").strip().lower()
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    raise SandboxError(f"{PRIVILEGED_ENV}={value!r}: set it to true or false (Molecule reads it as YAML)")
 
 
 @dataclass(frozen=True)
