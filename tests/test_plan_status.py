@@ -1,8 +1,26 @@
-"""plan and status against a converged sandbox host (SSH, the real roles)."""
+"""The README's first command, `scripts/dev demo`, and plan and status on the host it converges.
+
+`scripts/dev demo` runs as a newcomer runs it: the set-up (a no-op once done), the test bed, then
+`tflab demo`, which starts the sandbox host tflab-sandbox-1 with the workspace ports published
+on 127.0.0.1, builds the workspace OS image with debootstrap, hands it to the host as an offline
+archive, and applies the full site.yml (preflight, sshd, driver, docker, toolkit, firewall,
+workspaces) with one TensorFlow workspace, built from PyPI on the host. The instructions it
+prints are then followed literally (the ssh command, the Jupyter URL and the token command), and
+`tflab plan` (the full site.yml, no tags) and `tflab status --json` are checked against the same
+host and its running workspace. Any tflab-sandbox-* host left from a manual demo is removed first,
+so the demo starts from a bare host.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,55 +30,129 @@ from conftest import ROOT, Tflab, docker
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
-TAGS = "preflight,sshd,docker,firewall"
+HOST = "tflab-sandbox-1"
+USER, UID = "demo", 2001
+JUPYTER_CHECK = ROOT / "molecule" / "workspace" / "files" / "jupyter_check.py"
+
+
+@dataclass
+class Demo:
+    output: str
+    ssh: list[str]
+    jupyter_url: str
+    token_command: list[str]
+    rerun: list[str]  # the printed `tflab apply` arguments (inventories and -e vars file)
 
 
 @pytest.fixture(scope="module")
-def converged(tflab: Tflab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """One sandbox host with sshd, Docker and the firewall applied over SSH by `tflab apply`."""
-    proc = tflab.run("sandbox", "up", "--count", "1", "--prefix", "tflab-plan")
+def demo(tflab: Tflab) -> Iterator[Demo]:
+    tflab.run("sandbox", "down", "--prefix", "tflab-sandbox")
+    venv = os.environ.get("TFLAB_VENV") or str(Path(sys.executable).parent.parent)
+    proc = subprocess.run([str(ROOT / "scripts" / "dev"), "demo", "--state-dir", str(tflab.state_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False,
+                          env={**os.environ, "TFLAB_VENV": venv})
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
+    ssh = re.search(r"^\s*(ssh -p \d+ -i \S+ demo@127\.0\.0\.1)$", out, re.M)
+    url = re.search(r"Jupyter: (http://127\.0\.0\.1:\d+/)\s+\(token: (docker exec [^)]+)\)", out)
+    rerun = re.search(r"^Re-run the provisioning: tflab apply (.+)$", out, re.M)
+    assert ssh and url and rerun, f"the demo did not print how to reach the workspace:\n{out}"
+    assert re.search(rf"│ {HOST} +│ +\d+ │ +\d+ │ +0 │ +0 │", out), out
+    yield Demo(out, shlex.split(ssh.group(1)), url.group(1), shlex.split(url.group(2)),
+               shlex.split(rerun.group(1)))
+    tflab.run("sandbox", "down", "--prefix", "tflab-sandbox")
+
+
+def on_host(*argv: str) -> subprocess.CompletedProcess[str]:
+    return docker("exec", HOST, *argv)
+
+
+def test_the_printed_ssh_command_reaches_the_users_tensorflow(demo: Demo, tmp_path: Path) -> None:
+    # As printed, plus what a script needs instead of a person answering the host-key prompt.
+    ssh = [demo.ssh[0], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+           "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", *demo.ssh[1:]]
+    proc = subprocess.run([*ssh, "python -c 'import tensorflow as tf; print(tf.__version__)'; id -u; "
+                           "echo from-ssh > ~/from-ssh.txt"],
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    inventory = Path(proc.stdout.strip())
-    group = ROOT / "inventory" / "sandbox"
-    rc, result = tflab.run_json("apply", "-i", str(group), "-i", str(inventory), "--tags", TAGS,
-                                timeout=1200)
-    assert rc == 0, result["failures"]
-    yield group, inventory
-    tflab.run("sandbox", "down", "--prefix", "tflab-plan")
+    assert proc.stdout.split()[-2:] == ["2.9.3", str(UID)]
+    owner = on_host("stat", "-c", "%u:%g", f"/srv/tflab/{USER}/from-ssh.txt")
+    assert owner.stdout.strip() == f"{UID}:{UID}", owner
 
 
-def test_plan_on_a_converged_host_reports_no_changes(tflab: Tflab, converged: tuple[Path, Path]) -> None:
-    group, hosts = converged
-    rc, result = tflab.run_json("plan", "-i", str(group), "-i", str(hosts), "--tags", TAGS)
+def jupyter_check(url: str, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["JUPYTER_TOKEN"] = token  # in the environment, never on the command line
+    return subprocess.run([sys.executable, str(JUPYTER_CHECK), url, *args], env=env,
+                          capture_output=True, text=True, timeout=400, check=False)
+
+
+def test_the_printed_jupyter_url_needs_the_token_and_runs_tensorflow(demo: Demo) -> None:
+    token_proc = subprocess.run(demo.token_command, capture_output=True, text=True, timeout=60, check=False)
+    token = token_proc.stdout.strip()
+    assert token_proc.returncode == 0 and len(token) >= 32, token_proc.stderr
+    for check in (["unauthenticated"], ["wrong-token"]):
+        proc = jupyter_check(demo.jupyter_url, *check)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    code = "import os, tensorflow as tf; print(tf.__version__, os.getuid(), os.getcwd())"
+    proc = jupyter_check(demo.jupyter_url, "kernel", code, f"2.9.3 {UID} /home/{USER}", token=token)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def plan_args(demo: Demo, *more: str) -> list[str]:
+    return ["plan", *demo.rerun, *more]
+
+
+def test_plan_of_the_full_site_reports_no_change(tflab: Tflab, demo: Demo) -> None:
+    assert "-e" in demo.rerun  # the demo's workspace (vars file), or the plan would remove it
+    rc, result = tflab.run_json(*plan_args(demo), timeout=1200)
     assert rc == 0, result["failures"]
     assert result["changes"] == {}
-    assert result["hosts"]["tflab-plan-1"]["changed"] == 0
+    assert result["hosts"][HOST]["changed"] == 0 and result["hosts"][HOST]["failed"] == 0
+    # The workspace role ran to its end (its report line), not a plan that stopped short of it.
+    assert result["reports"][HOST] == {"recreated": [], "workspaces": [
+        f"{USER}: ssh -p 22001 {USER}@{HOST}  jupyter http://{HOST}:28001/"]}, result["reports"]
 
 
 def test_plan_after_a_setting_change_names_exactly_that_and_changes_nothing(
-        tflab: Tflab, converged: tuple[Path, Path], tmp_path: Path) -> None:
-    group, hosts = converged
+        tflab: Tflab, demo: Demo, tmp_path: Path) -> None:
     change = tmp_path / "change.yml"
     change.write_text(yaml.safe_dump({"all": {"children": {"sandbox": {"vars": {
         "docker_engine_log_opts": {"max-size": "20m", "max-file": "3"}}}}}}))
-    rc, result = tflab.run_json("plan", "-i", str(group), "-i", str(hosts), "-i", str(change),
-                                "--tags", TAGS)
+    rc, result = tflab.run_json(*plan_args(demo, "-i", str(change), "--tags", "docker"), timeout=1200)
     assert rc == 0, result["failures"]
     [changed] = result["changes"].values()
-    assert any("daemon.json" in item.lower() or "daemon" in item.lower() for item in changed), changed
+    assert any("daemon.json" in item for item in changed), changed
     assert len(changed) <= 2, changed  # the merged file (and its restart handler), nothing else
-    # Nothing was applied: a plan without the change is still empty.
-    rc, again = tflab.run_json("plan", "-i", str(group), "-i", str(hosts), "--tags", TAGS)
+    before = on_host("cat", "/etc/docker/daemon.json").stdout
+    assert json.loads(before)["log-opts"]["max-size"] != "20m"  # nothing was applied
+    rc, again = tflab.run_json(*plan_args(demo, "--tags", "docker"), timeout=1200)
     assert rc == 0 and again["changes"] == {}
 
 
-def test_status_json_matches_the_host(tflab: Tflab, converged: tuple[Path, Path]) -> None:
-    group, hosts = converged
-    rc, result = tflab.run_json("status", "-i", str(group), "-i", str(hosts))
+def test_status_json_matches_the_host_and_its_workspace(tflab: Tflab, demo: Demo) -> None:
+    rc, result = tflab.run_json("status", *demo.rerun)
     assert rc == 0, result["failures"]
-    report = result["reports"]["tflab-plan-1"]
-    actual = docker("exec", "tflab-plan-1", "docker", "info", "--format",
-                    "{{.DefaultRuntime}}").stdout.strip()
-    assert report["docker_runtime"] == actual == "runc"
-    assert report["workspaces"] == []
-    assert str(report["gpus"]).strip().startswith("0")
+    report = result["reports"][HOST]
+    # Docker, read on the host itself.
+    runtime = on_host("docker", "info", "--format", "{{.DefaultRuntime}}").stdout.strip()
+    assert report["docker_runtime"] == runtime == "runc"  # no GPU: the toolkit was skipped
+    # The workspace: predicted from the inventory (uid 2001 -> 22001/28001), then read on the host.
+    [line] = report["workspaces"]
+    name, state, ports = line.split(" · ")
+    assert name == f"tflab-ws-{USER}"
+    assert re.fullmatch(r"Up .+ \(healthy\)", state), state
+    assert ports == "0.0.0.0:22001->2222/tcp, 0.0.0.0:28001->8888/tcp"
+    health = on_host("docker", "inspect", "--format", "{{.State.Health.Status}} {{.Config.User}}", name)
+    assert health.stdout.split() == ["healthy", f"{UID}:{UID}"]
+    [details] = report["workspace_details"]
+    labels = dict(item.split("=", 1) for item in details["Labels"].split(","))
+    assert labels["io.tflab.workspace"] == USER and labels["io.tflab.owner-uid"] == str(UID)
+    # GPUs and driver: none on this machine, by sysfs and dpkg rather than by the facts module.
+    sysfs = on_host("sh", "-c", "grep -l 0x10de /sys/bus/pci/devices/*/vendor 2>/dev/null | wc -l")
+    assert report["gpus"] == sysfs.stdout.strip() == "0"
+    packages = on_host("sh", "-c", "dpkg-query -W -f '${Package}\\n' 'nvidia-*' 2>/dev/null | wc -l")
+    assert packages.stdout.strip() == "0" and on_host("test", "-e", "/sys/module/nvidia").returncode != 0
+    assert report["driver"] == "installed none, loaded none"
+    assert report["reboot"] == "none"
+    assert report["host"] == "127.0.0.1"

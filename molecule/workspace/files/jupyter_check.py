@@ -70,8 +70,9 @@ def unauthenticated(base: str) -> None:
 
 
 def wrong_token(base: str) -> None:
-    r = requests.get(f"{base}/api/contents", headers={"Authorization": "token not-the-token"},
-                     timeout=TIMEOUT)
+    s = requests.Session()
+    s.trust_env = False  # a proxy's own 403 must not pass for Jupyter's
+    r = s.get(f"{base}/api/contents", headers={"Authorization": "token not-the-token"}, timeout=TIMEOUT)
     emit(ok=r.status_code == 403, check="wrong-token", status=r.status_code)
     if r.status_code != 403:
         sys.exit(1)
