@@ -3,7 +3,9 @@
 Each case breaks something real in the middle of a real `tflab apply` and then checks three
 things: the report names what happened, the user's data (and running job, where it can) is
 untouched, and a re-run converges. One host serves every case, in file order, so the 1.5 GB
-workspace image is loaded once.
+workspace image is loaded once. Its image is the notebook-6 double of the official image
+(tests/testbed/tf_image/Dockerfile.notebook6), so the classic Jupyter path, the default for users,
+runs here too; the Molecule scenarios run the notebook-7 (jupyter_server 2) path.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ import yaml
 
 from tflab_provision import sandbox
 
-from conftest import ROOT, Tflab, docker
+from conftest import ROOT, Tflab, docker, jupyter_check
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 HOST = "tflab-fault-1"
 USER, UID = "ada", 2101
 CONTAINER = f"tflab-ws-{USER}"
-TF_IMAGE = "tflab-testbed/tensorflow:2.9.3-jupyter"
+# The official image's Jupyter is the classic notebook 6 (the role writes NotebookApp settings).
+TF_IMAGE = "tflab-testbed/tensorflow:2.9.3-jupyter-nb6"
 TF_ARCHIVE = "/var/lib/tflab/images/tensorflow-test.tar"
 GROUP = ROOT / "inventory" / "sandbox"
 DAEMON_JSON_TASK = "Docker engine | Merge the role's settings into daemon.json (admin keys are kept)"
@@ -167,7 +170,8 @@ def lab(tflab: Tflab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faul
     workdir = tmp_path_factory.mktemp("faults")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "user_ed25519")],
                    check=True)
-    build = subprocess.run([str(ROOT / "tests/testbed/tf_image/build.sh")], capture_output=True, text=True)
+    build = subprocess.run([str(ROOT / "tests/testbed/tf_image/build.sh"),
+                            "-e", "tflab_testbed_notebook6=true"], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     proc = tflab.run("sandbox", "up", "--count", "1", "--prefix", "tflab-fault")
     assert proc.returncode == 0, proc.stderr
@@ -178,6 +182,24 @@ def lab(tflab: Tflab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faul
     assert container_state()["status"] == "running"
     yield fault_lab
     tflab.run("sandbox", "down", "--prefix", "tflab-fault")
+
+
+def test_classic_jupyter_of_the_official_image_needs_the_token_and_runs_tensorflow(lab: FaultLab) -> None:
+    # The image really is the classic notebook, and the role configured it as such.
+    assert in_workspace("jupyter", "notebook", "--version").stdout.startswith("6.5.")
+    config = json.loads(on_host("cat", f"/srv/tflab/.tflab/{USER}/jupyter/jupyter_tflab_config.json").stdout)
+    assert set(config) == {"NotebookApp"}, config
+    token = on_host("cat", f"/srv/tflab/.tflab/{USER}/jupyter/token").stdout.strip()
+    assert len(token) >= 32 and config["NotebookApp"]["token"] == token
+    # From this machine, as a user's browser would (the sandbox group allows 172.16.0.0/12).
+    address = docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", HOST).stdout.strip()
+    url = f"http://{address}:{28000 + UID - 2000}/"
+    for check in (["unauthenticated"], ["wrong-token"]):
+        proc = jupyter_check(url, *check)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    code = "import os, tensorflow as tf; print(tf.__version__, os.getuid(), os.getcwd())"
+    proc = jupyter_check(url, "kernel", code, f"2.9.3 {UID} /home/{USER}", token=token)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 JOB = ("echo $$ > /tmp/job.pid; i=0; "

@@ -26,13 +26,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, Tflab, docker
+from conftest import ROOT, Tflab, docker, jupyter_check
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 HOST = "tflab-sandbox-1"
 USER, UID = "demo", 2001
-JUPYTER_CHECK = ROOT / "molecule" / "workspace" / "files" / "jupyter_check.py"
 
 
 @dataclass
@@ -78,13 +77,6 @@ def test_the_printed_ssh_command_reaches_the_users_tensorflow(demo: Demo, tmp_pa
     assert proc.stdout.split()[-2:] == ["2.9.3", str(UID)]
     owner = on_host("stat", "-c", "%u:%g", f"/srv/tflab/{USER}/from-ssh.txt")
     assert owner.stdout.strip() == f"{UID}:{UID}", owner
-
-
-def jupyter_check(url: str, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["JUPYTER_TOKEN"] = token  # in the environment, never on the command line
-    return subprocess.run([sys.executable, str(JUPYTER_CHECK), url, *args], env=env,
-                          capture_output=True, text=True, timeout=400, check=False)
 
 
 def test_the_printed_jupyter_url_needs_the_token_and_runs_tensorflow(demo: Demo) -> None:
