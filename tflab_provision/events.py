@@ -7,6 +7,7 @@ CLI's main thread) applies them to `RunProgress` and redraws the view.
 from __future__ import annotations
 
 import queue
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,17 @@ def failure_message(res: Mapping[str, Any]) -> str:
     return "task failed (no message)"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def result_changed(event: Event, res: Mapping[str, Any]) -> bool:
+    """Whether a task result changed something. A no_log result is censored down to one key
+    (no "changed"); the line Ansible printed for it still says "changed: [host]"."""
+    if "censored" in res and "changed" not in res:
+        return _ANSI.sub("", str(event.get("stdout") or "")).lstrip().startswith("changed:")
+    return bool(res.get("changed"))
+
+
 @dataclass
 class RunProgress:
     """Everything the run has reported so far, per host."""
@@ -99,12 +111,13 @@ class RunProgress:
         elif kind == "runner_on_ok" and host:
             stats = self.host(host)
             stats.ok += 1
-            stats.changed += bool(res.get("changed"))
-            if res.get("changed") and "results" not in res:
+            changed = result_changed(event, res)
+            stats.changed += changed
+            if changed and "results" not in res:
                 self.changes.setdefault(host, []).append(task)
             if task.lower().startswith("tflab report") and isinstance(res.get("tflab_report"), Mapping):
                 self.reports.setdefault(host, {}).update(res["tflab_report"])
-        elif kind == "runner_item_on_ok" and host and res.get("changed"):
+        elif kind == "runner_item_on_ok" and host and result_changed(event, res):
             label = res.get("_ansible_item_label", res.get("item", ""))
             self.changes.setdefault(host, []).append(f"{task} [{label}]")
         elif kind == "runner_on_skipped" and host:

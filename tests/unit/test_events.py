@@ -99,3 +99,16 @@ def test_only_events_that_say_something_are_written_to_job_events() -> None:
                  ev("playbook_on_task_start", task="t"), ev("playbook_on_stats")):
         assert worth_writing(kept)
     assert worth_writing(ev("runner_on_start", host="a", task="t"), verbosity=1)
+
+
+def test_a_no_log_change_is_counted_and_named_though_its_result_is_censored() -> None:
+    # What ansible-runner sends for a changed no_log task: the result is censored to one key, the
+    # printed line still says "changed" (e.g. tf_workspace's token file in `tflab plan`).
+    censored = {"censored": "the output has been hidden due to the fact that 'no_log: true' was specified"}
+    p = RunProgress()
+    p.apply({"event": "runner_on_ok", "stdout": "\x1b[0;33mchanged: [a]\x1b[0m",
+             "event_data": {"host": "a", "task": "Write the token", "res": censored}})
+    p.apply({"event": "runner_on_ok", "stdout": "\x1b[0;32mok: [a]\x1b[0m",
+             "event_data": {"host": "a", "task": "Read the token", "res": censored}})
+    assert p.hosts["a"].changed == 1
+    assert p.changes == {"a": ["Write the token"]}
