@@ -129,8 +129,8 @@ def test_later_vars_file_wins_and_vault_files_are_read_with_the_password(
         validate_request(request, project)
 
 
-def test_validate_only_and_workspace_list_read_vars_files(tmp_path: Path,
-                                                         connection_counter: tuple[int, list[object]]) -> None:
+def test_validate_only_and_workspace_list_read_vars_files(
+        tmp_path: Path, connection_counter: tuple[int, list[object]]) -> None:
     port, connections = connection_counter
     inventory = write_inventory(tmp_path, {"group_vars": {}, "host_vars": {
         "tflab_workspaces": [{"name": "alice", "uid": 2001}]}}, port)

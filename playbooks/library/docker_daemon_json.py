@@ -79,7 +79,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 config:
-  description: The document after the merge (the live one for O(state=read)); credentials in URLs (user:password@) read C(***@), here and in the diff.
+  description:
+    - The document after the merge (the live one for O(state=read)).
+    - Credentials in URLs (user:password@) read C(***@), here and in the diff.
   returned: always
   type: dict
 previous:

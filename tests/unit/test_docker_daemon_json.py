@@ -228,6 +228,8 @@ def test_proxy_credentials_are_masked_in_results_and_diff(tmp_path: Path) -> Non
 
 
 def test_mask_credentials_leaves_urls_without_userinfo_alone() -> None:
-    doc = {"registry-mirrors": ["https://mirror.lab:5000", "https://u:p@m.lab"], "data-root": "/var/lib/docker"}
-    assert ddj.mask_credentials(doc) == {"registry-mirrors": ["https://mirror.lab:5000", "https://***@m.lab"],
-                                         "data-root": "/var/lib/docker"}
+    doc = {"registry-mirrors": ["https://mirror.lab:5000", "https://u:p@m.lab"],
+           "data-root": "/var/lib/docker"}
+    assert ddj.mask_credentials(doc) == {
+        "registry-mirrors": ["https://mirror.lab:5000", "https://***@m.lab"],
+        "data-root": "/var/lib/docker"}
