@@ -26,7 +26,7 @@ def vars_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
 
 def test_failing_task_on_one_host_exits_2_and_names_it(tflab: Tflab, sandbox_fleet: Path,
                                                        tmp_path: Path) -> None:
-    extra = vars_file(tmp_path, "tflab_test_failing_host: tflab-pt-2\n")
+    extra = vars_file(tmp_path, "testbed_failing_host: tflab-pt-2\n")
     rc, result = tflab.run_json("apply", "-i", str(sandbox_fleet), "--limit", "tflab-pt-1,tflab-pt-2",
                                 "--playbook", "tests/playbooks/fail_on_one.yml", "-e", str(extra))
     assert rc == 2
@@ -38,7 +38,7 @@ def test_failing_task_on_one_host_exits_2_and_names_it(tflab: Tflab, sandbox_fle
 
 
 def test_unreachable_host_exits_3(tflab: Tflab, sandbox_fleet: Path, tmp_path: Path) -> None:
-    extra = vars_file(tmp_path, "tflab_test_failing_host: none\n")
+    extra = vars_file(tmp_path, "testbed_failing_host: none\n")
     assert docker("stop", "tflab-pt-3").returncode == 0
     try:
         rc, result = tflab.run_json("apply", "-i", str(sandbox_fleet), "--playbook",
@@ -83,7 +83,7 @@ def test_sigint_cancels_cleanly_and_reports_what_finished(tflab: Tflab, sandbox_
 
 def test_secret_in_vars_file_leaks_nowhere(tflab: Tflab, sandbox_fleet: Path, tmp_path: Path) -> None:
     secret = "tflab-secret-" + secrets.token_hex(16)
-    extra = vars_file(tmp_path, f"tflab_test_secret: {secret}\n")
+    extra = vars_file(tmp_path, f"testbed_secret: {secret}\n")
     seen_in_ps: list[str] = []
     done = threading.Event()
 
@@ -118,7 +118,7 @@ def test_secret_in_vars_file_leaks_nowhere(tflab: Tflab, sandbox_fleet: Path, tm
 
 def test_world_readable_vars_file_is_refused_before_any_host(
         tflab: Tflab, tmp_path: Path, connection_counter: tuple[int, list[object]]) -> None:
-    extra = vars_file(tmp_path, "tflab_test_secret: x\n", mode=0o644)
+    extra = vars_file(tmp_path, "testbed_secret: x\n", mode=0o644)
     port, connections = connection_counter
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(f"all:\n  hosts:\n    counted:\n      ansible_host: 127.0.0.1\n"
