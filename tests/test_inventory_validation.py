@@ -140,3 +140,70 @@ def test_validate_only_and_workspace_list_read_vars_files(
         assert proc.returncode == 1, (command, proc.stdout + proc.stderr)
         assert "vars.yml" in proc.stderr and "8888" in proc.stderr, (command, proc.stderr)
     assert connections == []
+
+
+# --- the HTTPS front door and the lab CA: shared settings, checked like the others ------------
+
+ALICE = {"tflab_workspaces": [{"name": "alice", "uid": 2001}]}
+
+
+@pytest.mark.parametrize(("group_vars", "host_vars", "expect"), [
+    ({"tflab_https_port": 70000}, ALICE,
+     "group_vars/all.yml: tflab_https_port: Input should be less than or equal to 65535"),
+    ({"tflab_https_port": 0}, ALICE, "tflab_https_port: Input should be greater than or equal to 1"),
+    ({"tflab_https_port": "443"}, ALICE, "tflab_https_port: Input should be a valid integer"),
+    ({"tflab_https_port": 8888}, ALICE, "tflab_https_port: 8888 is the workspace container's internal "
+                                        "Jupyter port"),
+    # The host's own services: its SSH port, and other inbound services the firewall admits.
+    ({"sshd_hardening_port": 2200, "tflab_https_port": 2200}, ALICE,
+     "host counted: tflab_https_port: 2200 is the host's SSH port (sshd_hardening_port)"),
+    ({"tflab_https_port": 22}, ALICE, "host counted: tflab_https_port: 22 is the host's SSH port"),
+    ({"firewall_allowed_inbound": [{"port": 443, "proto": "tcp", "cidrs": ["10.0.0.0/8"],
+                                    "comment": "node exporter"}]}, ALICE,
+     "host counted: tflab_https_port: 443 is firewall_allowed_inbound[0] (node exporter)"),
+    # A workspace port, explicit or allocated from the uid, on the front door's port.
+    ({"tflab_https_port": 8443}, {"tflab_workspaces": [{"name": "alice", "uid": 2001, "jupyter_port": 8443}]},
+     "workspace 'alice': jupyter_port 8443 is used by the host: the HTTPS front door (tflab_https_port)"),
+    ({"tflab_https_port": 22001}, ALICE,
+     "workspace 'alice': ssh_port 22001 (allocated: tf_workspace_ssh_port_base + uid - "
+     "tf_workspace_uid_base) is used by the host: the HTTPS front door (tflab_https_port)"),
+    # The plain-HTTP redirect (0: none) takes a port too.
+    ({"tflab_http_port": 8443, "tflab_https_port": 8443}, ALICE,
+     "host counted: tflab_http_port: 8443 is the HTTPS front door (tflab_https_port)"),
+    ({"tflab_http_port": 28001}, ALICE, "workspace 'alice': jupyter_port 28001 (allocated: "
+     "tf_workspace_jupyter_port_base + uid - tf_workspace_uid_base) is used by the host: the front door's "
+     "redirect to HTTPS (tflab_http_port)"),
+    ({"tflab_http_port": -1}, ALICE, "tflab_http_port: Input should be greater than or equal to 0"),
+    ({"tflab_management_cidrs": ["10.0.0.1/8"]}, ALICE,
+     "tflab_management_cidrs[0]: '10.0.0.1/8' is not a network in CIDR form"),
+    ({"tflab_management_cidrs": ["bmc-lan"]}, ALICE,
+     "tflab_management_cidrs[0]: 'bmc-lan' is not a network in CIDR form"),
+    ({}, {**ALICE, "tflab_public_name": "https://gpu01.lab/"},
+     "host_vars/counted.yml: tflab_public_name: 'https://gpu01.lab/' is not a host name or IP address"),
+    ({"tflab_tls_extra_names": ["gpu01.lab", "gpu 01"]}, ALICE,
+     "tflab_tls_extra_names[1]: 'gpu 01' is not a host name or IP address"),
+    ({"tflab_ca_dir": "lab-ca"}, ALICE, "tflab_ca_dir: 'lab-ca' must be an absolute path on the controller"),
+    ({"tflab_ca_dir": "{{ lookup('env', 'HOME') }}/ca"}, ALICE, "tflab_ca_dir: must be a literal path"),
+    ({"tflab_https_prot": 8443}, ALICE,
+     "tflab_https_prot: unknown tflab setting; did you mean tflab_https_port?"),
+])
+def test_front_door_settings_are_validated(
+        group_vars: dict[str, Any], host_vars: dict[str, Any], expect: str, tmp_path: Path,
+        connection_counter: tuple[int, list[object]]) -> None:
+    port, connections = connection_counter
+    inventory = write_inventory(tmp_path, {"group_vars": group_vars, "host_vars": host_vars}, port)
+    proc = Tflab(tmp_path / "state").run("apply", "-i", str(inventory))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert expect in " ".join(proc.stderr.split()), proc.stderr
+    assert connections == []
+
+
+def test_front_door_settings_are_known(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, {"group_vars": {
+        "tflab_https_port": 8443, "tflab_http_port": 0, "tflab_ca_dir": "~/lab-ca",
+        "tflab_tls_extra_names": ["*.lab.example.org"],
+        "tflab_management_cidrs": ["10.10.0.0/16", "fd00:10::/48"]},
+        "host_vars": {**ALICE, "tflab_public_name": "gpu01.lab.example.org",
+                      "tflab_tls_extra_names": ["gpu01", "192.0.2.11", "fd00::11"]}}, 22)
+    proc = Tflab(tmp_path / "state").run("apply", "-i", str(inventory), "--validate-only")
+    assert proc.returncode == 0, proc.stderr

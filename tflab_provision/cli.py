@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,19 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 
-from . import sandbox
+from . import ca, sandbox
 from .events import RunProgress, render_progress
 from .inventory import (
     InventoryInvalid,
     inventory_hosts,
+    load_vars_file,
+    merged_host_vars,
     port_settings,
+    settings_of,
     validate_inventory,
     validation_key,
     workspace_ports,
+    workspace_url,
 )
 from .report import ExitCode, RunResult, junit_xml, render_plan, render_reports, render_table
 from .runner import ConfigError, PlaybookRunner, Project, RunRequest
@@ -35,7 +40,7 @@ from .state import StateDir, default_state_dir
 
 log = logging.getLogger(__name__)
 
-SITE_TAGS = ("preflight", "sshd", "driver", "docker", "toolkit", "firewall", "workspaces")
+SITE_TAGS = ("preflight", "sshd", "driver", "docker", "toolkit", "firewall", "workspaces", "frontdoor")
 
 
 @dataclass
@@ -66,9 +71,69 @@ def cancellation() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+def request_ca_dir(ctx: Context, inventories: tuple[Path, ...], vars_files: tuple[Path, ...] = (),
+                   vault_password_file: Path | None = None) -> Path:
+    """The lab CA dir: tflab_ca_dir (one value for the inventory and -e files), else <state>/ca."""
+    return ca.ca_dir(ctx.state.root, settings_of("tflab_ca_dir", inventories, vars_files,
+                                                 vault_password_file))
+
+
+def with_ca_dir(ctx: Context, request: RunRequest) -> RunRequest:
+    """Every playbook run gets the effective CA dir as the extra var tflab_ca_dir (a path, no
+    secret): site.yml creates the CA there and signs each host's nginx certificate with it."""
+    directory = request_ca_dir(ctx, request.inventories, request.vars_files, request.vault_password_file)
+    return dataclasses.replace(request, extra_vars={**request.extra_vars, "tflab_ca_dir": str(directory)})
+
+
+# A workspace line of the tf_workspace report: "alice: ssh -p 22001 alice@gpu01  jupyter http://…/"
+_REPORT_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_-]{0,31}): ssh (?P<ssh>.*?)(?:\s+jupyter\s+http://\S*)?$")
+
+
+def add_workspace_urls(ctx: Context, request: RunRequest, result: RunResult,
+                       url_bases: Mapping[str, str] | None = None) -> None:
+    """The HTTPS URL of each workspace a host reported, computed as `workspace show` does (from
+    the run's inventory and -e files), in the report lines instead of the published Jupyter
+    port, in `workspace_urls`, and the lab CA's fingerprint once (`ca_fingerprint`)."""
+    reported = {h: r["workspaces"] for h, r in result.reports.items()
+                if isinstance(r.get("workspaces"), list)}
+    if not reported:
+        return
+    try:
+        hostvars = merged_host_vars(request.inventories)
+        extra: dict[str, Any] = {}
+        for path in request.vars_files:
+            data = load_vars_file(path, request.vault_password_file)
+            extra.update(data if isinstance(data, Mapping) else {})
+        extra.update(request.extra_vars)
+    except Exception as exc:  # the run is over: a report without URLs beats a traceback
+        log.warning("workspace URLs left out of the report: %s", exc)
+        return
+    for host, lines in reported.items():
+        effective = {**hostvars.get(host, {}), **extra}
+        urls: dict[str, str] = {}
+        rewritten: list[object] = []
+        for line in lines:
+            match = _REPORT_LINE.match(str(line))
+            if not match:
+                rewritten.append(line)
+                continue
+            name = match["name"]
+            base = (url_bases or {}).get(host)
+            urls[name] = f"{base}/{name}/" if base else workspace_url(host, effective, name)
+            rewritten.append(f"{name}: ssh {match['ssh']}  jupyter {urls[name]}")
+        result.reports[host]["workspaces"] = rewritten
+        if urls:
+            result.workspace_urls[host] = urls
+    if result.workspace_urls:
+        lab_ca = ca.find_lab_ca(Path(str(request.extra_vars["tflab_ca_dir"])))
+        result.ca_fingerprint = lab_ca.sha256_fingerprint if lab_ca else None
+
+
 def execute(ctx: Context, request: RunRequest,
-            render: Callable[[RunResult], None] | None = None) -> RunResult:
+            render: Callable[[RunResult], None] | None = None,
+            url_bases: Mapping[str, str] | None = None) -> RunResult:
     """Run a playbook with the live view (on a terminal) and print the outcome."""
+    request = with_ca_dir(ctx, request)
     runner = PlaybookRunner(ctx.project, ctx.state)
     title = f"tflab · {request.playbook}"
     with cancellation() as cancel:
@@ -79,6 +144,8 @@ def execute(ctx: Context, request: RunRequest,
                                     lambda p: live.update(render_progress(p, title)))
         else:
             result = runner.run(request, cancel)
+    if Path(request.playbook).name == "site.yml":
+        add_workspace_urls(ctx, request, result, url_bases)
     ctx.state.save_failed_hosts(result.failed_hosts(), request.playbook)
     ctx.state.append_history({"started_at": result.started_at, "playbook": request.playbook,
                               "status": result.status, "exit_code": int(result.exit_code),
@@ -197,36 +264,62 @@ def cmd_status(ctx: Context) -> int:
     return int(result.exit_code)
 
 
+WORKSPACE_COLUMNS = ("host", "name", "uid", "state", "gpus", "ssh", "url")
+
+
 def _workspace_table(ctx: Context, rows: list[dict[str, object]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("host", "name", "uid", "state", "gpus", "ssh", "jupyter"):
-        table.add_column(column)
+    for column in WORKSPACE_COLUMNS:
+        # A URL cut or folded is no URL to copy: the other columns wrap instead.
+        widest = max((len(str(row[column] or "-")) for row in rows), default=0)
+        table.add_column(column, no_wrap=column == "url", min_width=widest if column == "url" else None)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("host", "name", "uid", "state", "gpus", "ssh", "jupyter")))
+        table.add_row(*(str(row[c] or "-") for c in WORKSPACE_COLUMNS))
     ctx.out.print(table)
 
 
-def workspace_rows(ctx: Context) -> list[dict[str, object]]:
+def ca_dir_of(ctx: Context) -> Path:
+    """The CA dir of this command's inventory (-i, else the default one when it exists) and -e files."""
+    default = ctx.project.root / DEFAULT_INVENTORY
+    sources = inventory_sources(ctx) if ctx.args.inventory or default.exists() else ()
+    vault = _vars_and_vault(ctx)
+    return request_ca_dir(ctx, sources, vault["vars_files"], vault["vault_password_file"])
+
+
+def _trust_hint(lab_ca: ca.LabCA | None, directory: Path) -> str:
+    if lab_ca is None:
+        return f"no lab CA yet at {directory / ca.CA_CERT}: tflab apply creates it"
+    return (f"lab CA SHA-256 fingerprint: {lab_ca.sha256_fingerprint} "
+            f"(trust the URLs with it: tflab ca show > lab-ca.crt)")
+
+
+def workspace_rows(ctx: Context) -> tuple[list[dict[str, object]], ca.LabCA | None, Path]:
     from . import workspaces as ws_edit  # ruamel.yaml: only the workspace commands need it
 
     hosts = validated_inventory(ctx)[1]
-    return ws_edit.workspace_rows(hosts, workspace_ports(ctx.project.root),
-                                  {h: port_settings(v) for h, v in hosts.items()})
+    directory = ca_dir_of(ctx)
+    lab_ca = ca.find_lab_ca(directory)
+    rows = ws_edit.workspace_rows(hosts, workspace_ports(ctx.project.root),
+                                  {h: port_settings(v) for h, v in hosts.items()},
+                                  lab_ca.sha256_fingerprint if lab_ca else None)
+    return rows, lab_ca, directory
 
 
 def cmd_workspace_list(ctx: Context) -> int:
-    rows = workspace_rows(ctx)
+    rows, lab_ca, directory = workspace_rows(ctx)
     if ctx.args.json:
         ctx.out.print_json(data=rows)
     else:
         _workspace_table(ctx, rows, "workspaces (from the inventory)")
+        ctx.out.print(_trust_hint(lab_ca, directory), markup=False)
     return int(ExitCode.OK)
 
 
 def cmd_workspace_show(ctx: Context) -> int:
-    rows = [r for r in workspace_rows(ctx) if r["host"] == ctx.args.host and r["name"] == ctx.args.name]
+    all_rows, lab_ca, directory = workspace_rows(ctx)
+    rows = [r for r in all_rows if r["host"] == ctx.args.host and r["name"] == ctx.args.name]
     if not rows:
         raise ConfigError(f"no workspace {ctx.args.name!r} on host {ctx.args.host!r} in the inventory")
     row = dict(rows[0])
@@ -236,7 +329,8 @@ def cmd_workspace_show(ctx: Context) -> int:
         ctx.out.print_json(data=row)
     else:
         for key, value in row.items():
-            ctx.out.print(f"{key:>14}: {value}", markup=False)
+            ctx.out.print(f"{key:>14}: {'-' if value is None else value}", markup=False)
+        ctx.out.print(_trust_hint(lab_ca, directory), markup=False)
     return int(ExitCode.OK)
 
 
@@ -269,9 +363,10 @@ def _vars_and_vault(ctx: Context) -> dict[str, Any]:
 
 
 def _apply_workspaces(ctx: Context, host: str, extra_vars: dict[str, object] | None = None) -> int:
-    """Apply only what a workspace change touches on that host: its firewall rules and containers."""
+    """Apply only what a workspace change touches on that host: its firewall rules, containers
+    and front-door route (https://<host>/<name>/)."""
     request = RunRequest(playbook="site.yml", inventories=inventories_from(ctx), limit=host,
-                         tags=("workspaces", "firewall"), extra_vars=extra_vars or {},
+                         tags=("workspaces", "firewall", "frontdoor"), extra_vars=extra_vars or {},
                          **_vars_and_vault(ctx))
     return int(execute(ctx, request).exit_code)
 
@@ -279,7 +374,7 @@ def _apply_workspaces(ctx: Context, host: str, extra_vars: dict[str, object] | N
 def cmd_workspace_rotate_secret(ctx: Context) -> int:
     """Replace a workspace's generated Jupyter token; the container restarts with the new one."""
     a = ctx.args
-    if not any(r["host"] == a.host and r["name"] == a.name for r in workspace_rows(ctx)):
+    if not any(r["host"] == a.host and r["name"] == a.name for r in workspace_rows(ctx)[0]):
         raise ConfigError(f"no workspace {a.name!r} on host {a.host!r} in the inventory")
     ctx.err.print(f"rotating the Jupyter token of {a.name} on {a.host}; "
                   f"`tflab workspace show {a.host} {a.name} --reveal-secret` prints the new one")
@@ -388,8 +483,9 @@ def cmd_sandbox_down(ctx: Context) -> int:
 DEMO_PREFIX = "tflab-sandbox"
 DEMO_HOST = f"{DEMO_PREFIX}-1"
 DEMO_USER = "demo"
-# The demo workspace's ports on the sandbox host (uid 2001 → 22001/28001), published to loopback.
-DEMO_SSH_PORT, DEMO_JUPYTER_PORT = 22001, 28001
+# Published to loopback: the demo workspace's SSH port on the sandbox host (uid 2001 → 22001) and
+# the host's HTTPS front door (nginx), which serves its Jupyter under /demo/.
+DEMO_SSH_PORT, DEMO_HTTPS_PORT = 22001, 443
 DEMO_OS_ARCHIVE = "/var/lib/tflab/images/debian-bullseye.tar"
 DEMO_CA = "/etc/tflab/controller-ca.pem"
 
@@ -405,6 +501,9 @@ def demo_vars(ctx: Context, public_key: str, with_ca: bool) -> Path:
         "tf_workspace_image_archives": [{"path": DEMO_OS_ARCHIVE, "name": sandbox.WORKSPACE_OS_RECIPE.tag}],
         "tf_workspace_extra_ca_certs": [DEMO_CA] if with_ca else [],
         "tf_workspace_gpu_support": False,
+        # The URL is https://127.0.0.1:<published port>/demo/: the certificate must name 127.0.0.1.
+        "tflab_public_name": "127.0.0.1",
+        "tflab_tls_extra_names": ["localhost"],
     }
     path = ctx.state.root / "sandbox" / "demo-vars.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -417,7 +516,7 @@ def cmd_demo(ctx: Context) -> int:
     ctx.err.print("[bold]tflab demo[/bold]: a local sandbox host stands in for a GPU server")
     docker = sandbox_docker()
     inventory = sandbox_up(ctx, DEMO_PREFIX, 1, sandbox_privileged(ctx),
-                           extra_ports=(DEMO_SSH_PORT, DEMO_JUPYTER_PORT))
+                           extra_ports=(DEMO_SSH_PORT, DEMO_HTTPS_PORT))
     os_image = sandbox.ensure_base_image(docker, sandbox.WORKSPACE_OS_RECIPE)
     sandbox.copy_image_to_host(docker, DEMO_HOST, os_image, DEMO_OS_ARCHIVE)
     # This machine's CA bundle, so pip in the image build trusts a TLS-inspecting proxy too.
@@ -430,18 +529,42 @@ def cmd_demo(ctx: Context) -> int:
     sandbox_group = ctx.project.root / "inventory" / "sandbox"
     request = RunRequest(playbook="site.yml", inventories=(sandbox_group, inventory),
                          vars_files=(extra,), verbosity=ctx.args.verbose)
-    result = execute(ctx, request)
+    # Reached through Docker's loopback port, not 443: the report's URLs say so too.
+    https_base = f"https://127.0.0.1:{sandbox.published_port(docker, DEMO_HOST, DEMO_HTTPS_PORT)}"
+    result = execute(ctx, request, url_bases={DEMO_HOST: https_base})
     if result.exit_code == ExitCode.OK and not ctx.args.json:
         ssh_port = sandbox.published_port(docker, DEMO_HOST, DEMO_SSH_PORT)
-        jupyter_port = sandbox.published_port(docker, DEMO_HOST, DEMO_JUPYTER_PORT)
+        url = f"{https_base}/{DEMO_USER}/"
+        state = f" --state-dir {ctx.args.state_dir}" if ctx.args.state_dir else ""
+        fingerprint = f" (SHA-256 {result.ca_fingerprint})" if result.ca_fingerprint else ""
         ctx.out.print(
             f"\nThe workspace of user '{DEMO_USER}' runs on {DEMO_HOST}:\n"
             f"  ssh -p {ssh_port} -i {key} {DEMO_USER}@127.0.0.1\n"
-            f"  Jupyter: http://127.0.0.1:{jupyter_port}/  (token: docker exec {DEMO_HOST} "
+            f"  Jupyter: {url}  (token: docker exec {DEMO_HOST} "
             f"cat /srv/tflab/.tflab/{DEMO_USER}/jupyter/token)\n"
-            f"Re-run the provisioning: tflab apply -i {sandbox_group} -i {inventory} -e {extra}\n"
-            "Remove the sandbox: tflab sandbox down")
+            f"Trust the lab CA{fingerprint} that signed the URL's certificate:\n"
+            f"  tflab ca show{state} > lab-ca.crt; curl --cacert lab-ca.crt {url}api\n"
+            f"Re-run the provisioning: tflab apply -i {sandbox_group} -i {inventory} -e {extra}{state}\n"
+            "Remove the sandbox: tflab sandbox down", markup=False, highlight=False)
     return int(result.exit_code)
+
+
+def cmd_ca_show(ctx: Context) -> int:
+    """The lab CA certificate users install to trust their workspace URLs (never its key).
+
+    The PEM alone goes to stdout, so `tflab ca show > lab-ca.crt` is the file to install; the
+    fingerprint, subject and expiry go to stderr (compare the fingerprint out of band)."""
+    lab_ca = ca.load_lab_ca(ca_dir_of(ctx))
+    if ctx.args.json:
+        ctx.out.print_json(data=lab_ca.as_json())
+        return int(ExitCode.OK)
+    sys.stdout.write(lab_ca.pem)
+    sys.stdout.flush()
+    ctx.err.print(f"{lab_ca.path}\n  SHA-256 fingerprint: {lab_ca.sha256_fingerprint}\n"
+                  f"  subject: {lab_ca.subject}\n  expires: {lab_ca.not_after.isoformat()}", markup=False)
+    if lab_ca.expired:
+        ctx.err.print("[red]expired[/red]: browsers and curl refuse it; renew the lab CA on the controller")
+    return int(ExitCode.OK)
 
 
 def cmd_init(ctx: Context) -> int:
@@ -457,15 +580,21 @@ def cmd_init(ctx: Context) -> int:
     return int(ExitCode.OK)
 
 
-def run_options() -> argparse.ArgumentParser:
-    """Flags shared by every command that runs a playbook."""
+def inventory_options() -> argparse.ArgumentParser:
+    """Where the inventory's variables come from: -i, -e and the vault password."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("-i", "--inventory", action="append", default=[],
                    help="inventory file or directory (repeatable; default inventory/hosts.yml)")
-    p.add_argument("-l", "--limit", help="only these hosts or groups (Ansible pattern)")
     p.add_argument("-e", "--vars-file", action="append", default=[], metavar="FILE",
                    help="YAML vars file (mode 0600 or vault-encrypted); never secrets on the command line")
     p.add_argument("--vault-password-file", help="file holding the Ansible Vault password")
+    return p
+
+
+def run_options() -> argparse.ArgumentParser:
+    """Flags shared by every command that runs a playbook."""
+    p = argparse.ArgumentParser(add_help=False, parents=[inventory_options()])
+    p.add_argument("-l", "--limit", help="only these hosts or groups (Ansible pattern)")
     p.add_argument("--forks", type=int, help="parallel hosts (default from ansible.cfg)")
     p.add_argument("--flush-cache", action="store_true", help="ignore cached facts")
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one suite per host)")
@@ -552,6 +681,12 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--no-apply", action="store_true", help="only edit the inventory")
     wp.set_defaults(handler=cmd_workspace_remove)
 
+    p = sub.add_parser("ca", help="the lab CA that signs every host's HTTPS certificate")
+    csub = p.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    cp = csub.add_parser("show", parents=[common, inventory_options()],
+                         help="print the CA certificate (PEM on stdout) and its SHA-256 fingerprint")
+    cp.set_defaults(handler=cmd_ca_show)
+
     p = sub.add_parser("init", parents=[common], help="scaffold an inventory from the example")
     p.add_argument("directory", type=Path, nargs="?", default=DEFAULT_INVENTORY)
     p.set_defaults(handler=cmd_init)
@@ -583,11 +718,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    err = Console(stderr=True, soft_wrap=True)
+    # No emoji codes: a fingerprint (…:AB:…) or an IPv6 address (fd00::ab:1) would lose characters.
+    err = Console(stderr=True, soft_wrap=True, emoji=False)
     try:
         ctx = Context(args=args, project=Project.locate(args.project_dir),
                       state=StateDir(args.state_dir or default_state_dir()),
-                      out=Console(soft_wrap=True), err=err)
+                      out=Console(soft_wrap=True, emoji=False), err=err)
         handler: Handler = args.handler
         return handler(ctx)
     except ConfigError as exc:

@@ -60,6 +60,48 @@ def check_host_port(value: int) -> int:
     return value
 
 
+# A DNS name (one label at least; a leading "*." only where wildcards are allowed).
+DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def check_host_name(value: str, wildcard: bool = False) -> str:
+    """A host name or IP address as it goes into a URL and a certificate (no scheme, port, path)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    name = value[2:] if wildcard and value.startswith("*.") else value
+    if not DNS_NAME.match(name) or name.replace(".", "").isdigit():
+        example = "gpu01.lab.example.org, 192.0.2.11 or fd00::11"
+        raise ValueError(f"{value!r} is not a host name or IP address (e.g. {example}); "
+                         "give the name alone, without scheme, port or path")
+    return value
+
+
+def check_tls_name(value: str) -> str:
+    return check_host_name(value, wildcard=True)
+
+
+def check_ca_dir(value: str) -> str:
+    """A controller directory: absolute, or under the controller user's home (~)."""
+    if is_template(value):
+        raise ValueError("must be a literal path: tflab reads the CA on the controller itself "
+                         "(tflab ca show, workspace URLs), where no Jinja is evaluated")
+    if not (value.startswith("/") or value == "~" or value.startswith("~/")):
+        raise ValueError(f"{value!r} must be an absolute path on the controller (or start with ~/)")
+    if ".." in PurePosixPath(value).parts:
+        raise ValueError(f"{value!r} must not contain '..'")
+    return value
+
+
+def check_front_door_port(value: int) -> int:
+    if value in CONTAINER_PORTS:
+        raise ValueError(f"{value} is {CONTAINER_PORTS[value]}, which must not be a host port; "
+                         "choose another port for the front door (defaults: HTTPS 443, redirect 80)")
+    return value
+
+
 def check_gpus(value: Any) -> Any:
     """One clear message instead of one per member of the union (the role's filter agrees)."""
     if value is None or value in ("all", "none"):
@@ -77,6 +119,12 @@ def check_gpus(value: Any) -> Any:
 Cidr = Annotated[str, AfterValidator(check_cidr)]
 AbsPath = Annotated[str, AfterValidator(check_abs_path)]
 HostPort = Annotated[int, Field(ge=1024, le=65535), AfterValidator(check_host_port)] | None
+# The HTTPS front door may take a privileged port (443); true or "443" are not ports.
+HttpsPort = Annotated[int, Field(strict=True, ge=1, le=65535), AfterValidator(check_front_door_port)] | None
+# The plain-HTTP port that only redirects to HTTPS; 0 turns the redirect off.
+HttpPort = Annotated[int, Field(strict=True, ge=0, le=65535), AfterValidator(check_front_door_port)] | None
+HostName = Annotated[str, Field(min_length=1), AfterValidator(check_host_name)]
+TlsName = Annotated[str, Field(min_length=1), AfterValidator(check_tls_name)]
 # "all", "none" or distinct GPU indices (true or "0" are not indices).
 Gpus = Annotated[Literal["all", "none"] | list[int] | None, BeforeValidator(check_gpus)]
 
@@ -139,6 +187,10 @@ class WorkspaceDefaults(Strict):
     pids_limit: int | None = Field(default=None, ge=64)
 
 
+# Settings tflab itself reads on the controller: a Jinja expression cannot be resolved there.
+LITERAL_ONLY = frozenset({"tflab_ca_dir"})
+
+
 class TflabSettings(Strict):
     """The shared `tflab_*` inventory settings (any may be absent in a given file)."""
 
@@ -153,6 +205,15 @@ class TflabSettings(Strict):
     tflab_target: str | None = None
     # The hosts' net.ipv4.ip_local_port_range when it is not Linux's 32768-60999 ("LOW-HIGH").
     tflab_ephemeral_port_range: str | list[int] | None = None
+    # The HTTPS front door (nginx on each host): its port, and the name in URLs and certificates.
+    tflab_https_port: HttpsPort = None
+    tflab_http_port: HttpPort = None
+    tflab_public_name: HostName | None = None
+    tflab_tls_extra_names: list[TlsName] | None = None
+    # The lab CA on the controller (default <state dir>/ca): one for the whole inventory.
+    tflab_ca_dir: Annotated[str, AfterValidator(check_ca_dir)] | None = None
+    # Networks no workspace may ever reach (BMCs, switches, the controller's management LAN).
+    tflab_management_cidrs: list[Cidr] | None = None
 
     @field_validator("tflab_admin_cidrs")
     @classmethod
@@ -171,8 +232,9 @@ class TflabSettings(Strict):
     @classmethod
     def _skip_templates(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not is_template(v)}
+            return {k: v for k, v in data.items() if k in LITERAL_ONLY or not is_template(v)}
         return data
 
 
 TFLAB_KEYS = frozenset(TflabSettings.model_fields)
+HTTPS_PORT_DEFAULT, HTTP_PORT_DEFAULT = 443, 80

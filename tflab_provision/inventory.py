@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .config import TFLAB_KEYS, TflabSettings, check_cidr, is_template
+from .config import HTTP_PORT_DEFAULT, HTTPS_PORT_DEFAULT, TFLAB_KEYS, TflabSettings, check_cidr, is_template
 
 
 @dataclass(frozen=True)
@@ -467,6 +467,69 @@ def _site_value(hostvars: Mapping[str, Any], extra: Mapping[str, Any], role_var:
     return merged[tflab_var] if merged.get(tflab_var) is not None else default
 
 
+def https_port(hostvars: Mapping[str, Any]) -> int | None:
+    """The host's HTTPS front-door port (tflab_https_port, default 443); None while templated."""
+    return _front_door_port(hostvars, "tflab_https_port", HTTPS_PORT_DEFAULT)
+
+
+def _front_door_port(hostvars: Mapping[str, Any], key: str, default: int) -> int | None:
+    value = hostvars.get(key)
+    if value is None:
+        return default
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def front_door_ports(hostvars: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """(setting, port, what) of the ports nginx listens on: HTTPS, and the redirect unless 0."""
+    ports = [("tflab_https_port", https_port(hostvars), "the HTTPS front door"),
+             ("tflab_http_port", _front_door_port(hostvars, "tflab_http_port", HTTP_PORT_DEFAULT),
+              "the front door's redirect to HTTPS")]
+    return [(key, port, what) for key, port, what in ports if port]
+
+
+def public_name(host: str, hostvars: Mapping[str, Any]) -> str:
+    """The name in the host's URLs and certificate: tflab_public_name, ansible_host, the host."""
+    for key in ("tflab_public_name", "ansible_host"):
+        value = hostvars.get(key)
+        if isinstance(value, str) and value and not is_template(value):
+            return value
+    return host
+
+
+def https_base(name: str, port: int | None) -> str:
+    """https://NAME[:PORT] (no port for 443; IPv6 addresses in brackets)."""
+    host = f"[{name}]" if ":" in name else name
+    return f"https://{host}" if port in (None, HTTPS_PORT_DEFAULT) else f"https://{host}:{port}"
+
+
+def workspace_url(host: str, hostvars: Mapping[str, Any], workspace: str) -> str:
+    """A workspace's Jupyter behind the host's nginx: https://<public name>[:port]/<name>/."""
+    return f"{https_base(public_name(host, hostvars), https_port(hostvars))}/{workspace}/"
+
+
+def _https_port_problems(hostvars: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]],
+                         source: str) -> list[Problem]:
+    """The front door's ports against each other and the host's own services (workspace
+    ports: the filter, which gets them as reserved ports)."""
+    ssh_default = (specs.get("sshd_hardening_port") or {}).get("default", 22)
+    taken: list[tuple[Any, str]] = [(hostvars.get("sshd_hardening_port", ssh_default),
+                                     "the host's SSH port (sshd_hardening_port)")]
+    inbound = hostvars.get("firewall_allowed_inbound")
+    for i, rule in enumerate(inbound if isinstance(inbound, list) else []):
+        if isinstance(rule, Mapping) and rule.get("proto", "tcp") == "tcp":
+            note = f" ({rule['comment']})" if rule.get("comment") else ""
+            taken.append((rule.get("port"), f"firewall_allowed_inbound[{i}]{note}"))
+    defaults = {"tflab_https_port": HTTPS_PORT_DEFAULT, "tflab_http_port": HTTP_PORT_DEFAULT}
+    problems: list[Problem] = []
+    for key, port, what in front_door_ports(hostvars):
+        for owner_port, owner in taken:
+            if owner_port == port:
+                problems.append(Problem(source, key, f"{port} is {owner}; {what} and that service cannot "
+                                        f"share the port: choose another {key} (default {defaults[key]})"))
+        taken.append((port, f"{what} ({key})"))
+    return problems
+
+
 def _rule_settings(hostvars: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The filter's arguments as site.yml builds them for this host (see _tflab_* in site.yml)."""
     def literal(name: str, default: Any = None) -> Any:
@@ -480,6 +543,8 @@ def _rule_settings(hostvars: Mapping[str, Any], specs: Mapping[str, Mapping[str,
         if isinstance(rule, Mapping) and isinstance(rule.get("port"), int):
             note = f" ({rule['comment']})" if rule.get("comment") else ""
             reserved.append({"port": rule["port"], "comment": f"firewall_allowed_inbound[{i}]{note}"})
+    for key, port, what in front_door_ports(hostvars):
+        reserved.append({"port": port, "comment": f"{what} ({key})"})
     names = [n for n in (literal("sshd_hardening_admin_user"), literal("ansible_user"))
              if isinstance(n, str) and n]
     return {**port_settings(hostvars), "reserved_ports": reserved, "reserved_names": names,
@@ -495,7 +560,7 @@ def check_host(host: str, hostvars: Mapping[str, Any], project_root: Path,
     source = source or f"host {host}"
     extra = dict(extra_vars or {})
     effective = {**hostvars, **extra}
-    problems: list[Problem] = []
+    problems = _https_port_problems(effective, role_specs(project_root / "roles"), f"host {host}")
     workspaces = _site_value(hostvars, extra, "tf_workspace_users", "tflab_workspaces", [])
     if is_template(workspaces) or not isinstance(workspaces, list):
         return problems
@@ -608,3 +673,26 @@ def validate_inventory(sources: Sequence[Path], project_root: Path,
     if problems:
         raise InventoryInvalid(problems)
     return hosts
+
+
+def settings_of(key: str, sources: Sequence[Path], vars_files: Sequence[Path] = (),
+                vault_password_file: Path | None = None) -> list[tuple[str, Any]]:
+    """(where, value) of every place the inventory files and -e files set `key`, -e files last.
+    Cheap (no Ansible import): for controller settings that must be one value for the inventory."""
+    found: list[tuple[str, Any]] = []
+    for path in inventory_files(sources):
+        try:
+            data = _load_yaml(path)
+        except (OSError, yaml.YAMLError):
+            continue  # validation reports it
+        for prefix, block in _var_blocks(data, path):
+            if key in block:
+                found.append((f"{path}: {prefix}{key}", block[key]))
+    for path in vars_files:
+        try:
+            data = load_vars_file(path, vault_password_file)
+        except Exception:  # unreadable or undecryptable: validation reports it
+            continue
+        if isinstance(data, Mapping) and key in data:
+            found.append((f"{path}: {key}", data[key]))
+    return found

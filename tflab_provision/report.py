@@ -75,6 +75,10 @@ class RunResult(BaseModel):
     batches: list[list[str]] = Field(default_factory=list)
     changes: dict[str, list[str]] = Field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # host → workspace → its HTTPS URL, for the workspaces the run reported (site.yml).
+    workspace_urls: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # The lab CA users trust those URLs with (`tflab ca show`), when it exists.
+    ca_fingerprint: str | None = None
     rc: int | None = None
 
     def failed_hosts(self) -> list[str]:
@@ -129,6 +133,9 @@ def render_table(result: RunResult, console: Console) -> None:
             lines = value if isinstance(value, list) else [value]
             for line in lines:
                 console.print(f"{host} · {key.replace('_', ' ')}: {line}")
+    if result.ca_fingerprint:
+        console.print(f"lab CA SHA-256 fingerprint: {result.ca_fingerprint} "
+                      "(trust the URLs with it: tflab ca show > lab-ca.crt)", markup=False)
     if len(result.batches) > 1:
         for i, batch in enumerate(result.batches, 1):
             console.print(f"batch {i}: {', '.join(batch)}")

@@ -95,8 +95,12 @@ def remove_workspace(data: Any, name: str, purge: bool) -> None:
 
 
 def workspace_rows(hosts: Mapping[str, Mapping[str, Any]],
-                   port_filter: Any, port_settings: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every workspace of every host with its effective ports (the playbook's own allocation)."""
+                   port_filter: Any, port_settings: Mapping[str, Mapping[str, Any]],
+                   ca_fingerprint: str | None = None) -> list[dict[str, Any]]:
+    """Every workspace of every host with its effective ports (the playbook's own allocation)
+    and its HTTPS URL through the host's nginx (the Jupyter port itself is not published)."""
+    from .inventory import workspace_url
+
     rows: list[dict[str, Any]] = []
     for host, hostvars in sorted(hosts.items()):
         workspaces: Sequence[Mapping[str, Any]] = hostvars.get("tflab_workspaces") or []
@@ -104,9 +108,11 @@ def workspace_rows(hosts: Mapping[str, Mapping[str, Any]],
             continue
         address = str(hostvars.get("ansible_host") or host)
         for ws in port_filter([dict(w) for w in workspaces], **port_settings.get(host, {})):
+            state = ws.get("state", "present")
             rows.append({"host": host, "address": address, "name": ws["name"], "uid": ws["uid"],
-                         "state": ws.get("state", "present"), "gpus": ws.get("gpus", "default"),
+                         "state": state, "gpus": ws.get("gpus", "default"),
                          "ssh_port": ws["ssh_port"], "jupyter_port": ws["jupyter_port"],
                          "ssh": f"ssh -p {ws['ssh_port']} {ws['name']}@{address}",
-                         "jupyter": f"http://{address}:{ws['jupyter_port']}/"})
+                         "url": workspace_url(host, hostvars, ws["name"]) if state == "present" else None,
+                         "ca_fingerprint": ca_fingerprint})
     return rows
