@@ -85,15 +85,19 @@ def with_ca_dir(ctx: Context, request: RunRequest) -> RunRequest:
     return dataclasses.replace(request, extra_vars={**request.extra_vars, "tflab_ca_dir": str(directory)})
 
 
-# A workspace line of the tf_workspace report: "alice: ssh -p 22001 alice@gpu01  jupyter http://…/"
-_REPORT_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_-]{0,31}): ssh (?P<ssh>.*?)(?:\s+jupyter\s+http://\S*)?$")
+# A workspace line of the tf_workspace report: "alice: ssh -p 22001 alice@gpu01[  jupyter URL]",
+# the URL https://…/alice/ behind the front door (earlier roles: the published http://…:port/).
+_REPORT_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_-]{0,31}): ssh (?P<ssh>.*?)"
+                          r"(?:\s+jupyter\s+(?P<url>https?://\S*))?$")
 
 
 def add_workspace_urls(ctx: Context, request: RunRequest, result: RunResult,
                        url_bases: Mapping[str, str] | None = None) -> None:
-    """The HTTPS URL of each workspace a host reported, computed as `workspace show` does (from
-    the run's inventory and -e files), in the report lines instead of the published Jupyter
-    port, in `workspace_urls`, and the lab CA's fingerprint once (`ca_fingerprint`)."""
+    """The HTTPS URL of each workspace a host reported, in its report line and in
+    `workspace_urls`, and the lab CA's fingerprint once (`ca_fingerprint`). The URL is the
+    role's own https one (what nginx serves), else computed as `workspace show` does (from the
+    run's inventory and -e files) in place of an old published http port; url_bases (the
+    demo's loopback port) override both."""
     reported = {h: r["workspaces"] for h, r in result.reports.items()
                 if isinstance(r.get("workspaces"), list)}
     if not reported:
@@ -117,9 +121,10 @@ def add_workspace_urls(ctx: Context, request: RunRequest, result: RunResult,
             if not match:
                 rewritten.append(line)
                 continue
-            name = match["name"]
+            name, reported_url = match["name"], match["url"] or ""
             base = (url_bases or {}).get(host)
-            urls[name] = f"{base}/{name}/" if base else workspace_url(host, effective, name)
+            urls[name] = (f"{base}/{name}/" if base else reported_url if reported_url.startswith("https://")
+                          else workspace_url(host, effective, name))
             rewritten.append(f"{name}: ssh {match['ssh']}  jupyter {urls[name]}")
         result.reports[host]["workspaces"] = rewritten
         if urls:

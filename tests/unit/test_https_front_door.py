@@ -281,6 +281,26 @@ def test_apply_reports_https_urls_and_the_fingerprint_once(
     assert "http://" not in out
 
 
+@pytest.mark.parametrize(("line", "url"), [
+    # The role's own https URL (what nginx serves) stays, once.
+    ("alice: ssh -p 22001 alice@gpu01  jupyter https://gpu01.lab:8443/alice/", "https://gpu01.lab:8443/alice/"),
+    ("alice: ssh -p 22001 alice@gpu01  jupyter https://10.1.0.5/alice/", "https://10.1.0.5/alice/"),
+    # No URL from the role: the inventory's.
+    ("alice: ssh -p 22001 alice@gpu01", "https://192.0.2.11/alice/"),
+])
+def test_the_report_keeps_the_roles_https_url(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_runner: FakeRunner,
+        line: str, url: str) -> None:
+    _, replay = fake_runner
+    replay(report_events("gpu01", [line]))
+    rc, out, err = run_cli(capsys, "apply", "-i", str(write_inventory(tmp_path)),
+                           "--state-dir", str(tmp_path / "state"), "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["workspace_urls"] == {"gpu01": {"alice": url}}
+    assert result["reports"]["gpu01"]["workspaces"] == [f"alice: ssh -p 22001 alice@gpu01  jupyter {url}"]
+
+
 def test_a_report_without_a_ca_yet_still_gets_urls(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         fake_runner: FakeRunner) -> None:
@@ -378,7 +398,7 @@ def test_demo_prints_the_https_url_and_how_to_trust_the_ca(
     monkeypatch.setattr(sandbox, "ensure_ssh_key", ssh_key)
     monkeypatch.setattr(sandbox, "published_port", lambda docker, name, port=22: published[port])
     replay(report_events(cli.DEMO_HOST, [f"demo: ssh -p 22001 demo@{cli.DEMO_HOST}  jupyter "
-                                         f"http://{cli.DEMO_HOST}:28001/"]))
+                                         "https://127.0.0.1/demo/"]))
 
     rc, out, err = run_cli(capsys, "demo", "--state-dir", str(state))
     assert rc == 0, err
