@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -40,10 +41,22 @@ PORT_KINDS = ("ssh", "jupyter")
 DEFAULT_PORT_SETTINGS: dict[str, int] = {
     "ssh_base": 22000, "jupyter_base": 28000, "uid_base": 2000, "range_size": 1000,
 }
+# Each workspace has a Docker network of its own (tenants apart: Docker isolates bridges from each
+# other, and the firewall drops what crosses them). Its subnet is the (uid - uid_base)-th block of
+# the pool, so the firewall and the front door know every address from the inventory alone. Equal
+# to tf_workspace_network_pool / tf_workspace_network_prefix in roles/tf_workspace/defaults.
+DEFAULT_NETWORK_POOL = "172.30.0.0/16"
+DEFAULT_NETWORK_PREFIX = 28
+# Bridge interfaces are "tfws<uid>" (at most 14 characters, under Linux's 15): the firewall
+# matches them all as tfws+.
+BRIDGE_PREFIX = "tfws"
 # Ports every workspace container listens on inside (roles/tf_workspace/vars/main.yml). As host
 # ports they invite direct-routing past the published-port rules, and 2222 is a common host SSH port.
-CONTAINER_PORTS = {2222: "the workspace container's internal SSH port",
-                   8888: "the workspace container's internal Jupyter port"}
+CONTAINER_SSH_PORT = 2222
+CONTAINER_JUPYTER_PORT = 8888
+CONTAINER_TENSORBOARD_PORT = 6006
+CONTAINER_PORTS = {CONTAINER_SSH_PORT: "the workspace container's internal SSH port",
+                   CONTAINER_JUPYTER_PORT: "the workspace container's internal Jupyter port"}
 # Linux's default net.ipv4.ip_local_port_range: ports the kernel hands to outgoing connections.
 LINUX_EPHEMERAL_RANGE = (32768, 60999)
 # Key types the workspace sshd accepts: ssh_crypto_policy_pubkey_accepted_algorithms' defaults.
@@ -302,6 +315,34 @@ def _settings(ssh_base: Any, jupyter_base: Any, uid_base: Any, range_size: Any) 
         raise AnsibleFilterError(f"port settings must be integers, got {given!r}") from exc
 
 
+def workspace_network(uid: int, uid_base: int, pool: Any = None, prefix: Any = None) -> dict[str, str]:
+    """The workspace's own network: {bridge, subnet, gateway, address} for the uid's block of the pool.
+
+    The container always has the block's second host address (the first is the bridge, the
+    host's side), so the front door can reach its Jupyter without any published port.
+    """
+    try:
+        net = ipaddress.IPv4Network(str(pool or DEFAULT_NETWORK_POOL))
+    except ValueError as exc:
+        raise AnsibleFilterError(
+            f"tf_workspace_network_pool {pool!r} is not an IPv4 network (e.g. 172.30.0.0/16)") from exc
+    length = DEFAULT_NETWORK_PREFIX if prefix in (None, "") else int(prefix)
+    if not net.prefixlen <= length <= 29:
+        raise AnsibleFilterError(
+            f"tf_workspace_network_prefix {length} must be between the pool's /{net.prefixlen} and /29")
+    capacity = 2 ** (length - net.prefixlen)
+    index = uid - uid_base
+    if not 0 <= index < capacity:
+        raise AnsibleFilterError(
+            f"uid {uid} has no network in tf_workspace_network_pool {net} (/{length} blocks hold uids "
+            f"{uid_base}..{uid_base + capacity - 1}); use a larger pool or a smaller block "
+            "(tf_workspace_network_prefix), or move tf_workspace_uid_base")
+    subnet = ipaddress.IPv4Network((int(net.network_address) + index * 2 ** (32 - length), length))
+    return {"network_bridge": f"{BRIDGE_PREFIX}{uid}", "network_subnet": str(subnet),
+            "network_gateway": str(subnet.network_address + 1),
+            "network_address": str(subnet.network_address + 2)}
+
+
 def tf_workspace_ports(
     workspaces: Sequence[Mapping[str, Any]],
     ssh_base: int | None = None,
@@ -314,8 +355,11 @@ def tf_workspace_ports(
     reserved_names: Sequence[str] | None = None,
     accepted_algorithms: Sequence[str] | None = None,
     rsa_min_bits: int | None = None,
+    network_pool: Any = None,
+    network_prefix: Any = None,
 ) -> list[dict[str, Any]]:
-    """Return copies of the workspaces with ssh_port, jupyter_port, gid and state always set.
+    """Return copies of the workspaces with ssh_port, jupyter_port, gid, state and their network
+    (network_bridge, network_subnet, network_gateway, network_address) always set.
 
     Explicit ports are kept; missing ones are allocated by UID. Any clash between ports of present
     workspaces (explicit or allocated, SSH or Jupyter), or with a port the host needs (reserved
@@ -376,6 +420,8 @@ def tf_workspace_ports(
                 if port in owners:
                     raise AnsibleFilterError(f"port {port} is used twice: {owners[port]} and {owner}")
                 owners[port] = owner
+        if _present(ws):
+            out.update(workspace_network(uid, uid_base, network_pool, network_prefix))
         result.append(out)
     return result
 
@@ -411,35 +457,51 @@ def _check_host_port(name: str, key: str, port: int, explicit: bool, allocated: 
         )
 
 
+def _allowed_cidrs(ws: Mapping[str, Any], default_cidrs: Sequence[str] | None) -> list[str]:
+    cidrs = ws.get("allowed_cidrs")
+    if cidrs is None:
+        cidrs = default_cidrs or []
+    if isinstance(cidrs, str) or not isinstance(cidrs, Sequence):
+        raise AnsibleFilterError(f"workspace {ws['name']!r}: allowed_cidrs must be a list")
+    return [str(c) for c in cidrs]
+
+
 def tf_workspace_firewall_rules(
     workspaces: Sequence[Mapping[str, Any]],
     default_cidrs: Sequence[str] | None = None,
     **port_settings: Any,
 ) -> list[dict[str, Any]]:
-    """Rules {port, proto, cidrs, comment} opening each present workspace's ports to its CIDRs.
+    """Rules {port, proto, cidrs, comment, bridge, container_port} opening each present workspace's
+    published SSH port to its CIDRs.
 
-    A workspace's own allowed_cidrs win over default_cidrs; an empty list yields a rule with no
-    CIDRs (the firewall then admits nobody extra), so the port is still known to be a workspace's.
+    Jupyter is not published: the HTTPS front door reaches it on the workspace's network
+    (tf_workspace_web_routes). bridge and container_port let the firewall accept only what Docker
+    really DNATed to that workspace. A workspace's own allowed_cidrs win over default_cidrs; an
+    empty list yields a rule with no CIDRs (the firewall then admits nobody extra), so the port is
+    still known to be a workspace's.
     """
-    rules: list[dict[str, Any]] = []
-    for ws in tf_workspace_ports(workspaces, **port_settings):
-        if not _present(ws):
-            continue
-        cidrs = ws.get("allowed_cidrs")
-        if cidrs is None:
-            cidrs = default_cidrs or []
-        if isinstance(cidrs, str) or not isinstance(cidrs, Sequence):
-            raise AnsibleFilterError(f"workspace {ws['name']!r}: allowed_cidrs must be a list")
-        for kind in PORT_KINDS:
-            rules.append(
-                {
-                    "port": ws[f"{kind}_port"],
-                    "proto": "tcp",
-                    "cidrs": [str(c) for c in cidrs],
-                    "comment": f"tflab workspace {ws['name']} {kind}",
-                }
-            )
-    return rules
+    return [
+        {"port": ws["ssh_port"], "proto": "tcp", "cidrs": _allowed_cidrs(ws, default_cidrs),
+         "comment": f"tflab workspace {ws['name']} ssh", "bridge": ws["network_bridge"],
+         "container_port": CONTAINER_SSH_PORT}
+        for ws in tf_workspace_ports(workspaces, **port_settings) if _present(ws)
+    ]
+
+
+def tf_workspace_web_routes(
+    workspaces: Sequence[Mapping[str, Any]],
+    default_cidrs: Sequence[str] | None = None,
+    **port_settings: Any,
+) -> list[dict[str, Any]]:
+    """The front door's routes: {name, upstream, tensorboard_upstream, allowed_cidrs} per present
+    workspace: its Jupyter at https://<host>/<name>/ and its TensorBoard at /<name>/tensorboard/,
+    proxied to the container's address on the workspace network."""
+    return [
+        {"name": ws["name"], "upstream": f"http://{ws['network_address']}:{CONTAINER_JUPYTER_PORT}",
+         "tensorboard_upstream": f"http://{ws['network_address']}:{CONTAINER_TENSORBOARD_PORT}",
+         "allowed_cidrs": _allowed_cidrs(ws, default_cidrs)}
+        for ws in tf_workspace_ports(workspaces, **port_settings) if _present(ws)
+    ]
 
 
 # --- datasets -----------------------------------------------------------------------------
@@ -591,6 +653,7 @@ class FilterModule:
         return {
             "tf_workspace_ports": tf_workspace_ports,
             "tf_workspace_firewall_rules": tf_workspace_firewall_rules,
+            "tf_workspace_web_routes": tf_workspace_web_routes,
             "tf_workspace_dataset_mounts": tf_workspace_dataset_mounts,
             "tf_workspace_problems": tf_workspace_problems,
         }

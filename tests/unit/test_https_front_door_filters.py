@@ -58,8 +58,15 @@ def test_urls_per_site() -> None:
 def test_sites_are_normalised() -> None:
     cidrs = ["10.1.2.3/8", "10.0.0.0/8", "fd00::1/64", "192.0.2.7"]
     out = fd.https_front_door_check_sites([site(allowed_cidrs=cidrs)])
-    assert out == [{"name": "alice", "upstream": "http://172.30.0.18:8888",
+    assert out == [{"name": "alice", "upstream": "http://172.30.0.18:8888", "tensorboard_upstream": "",
                     "allowed_cidrs": ["10.0.0.0/8", "fd00::/64", "192.0.2.7/32"]}]
+
+
+def test_tensorboard_upstream_is_checked_like_the_upstream() -> None:
+    out = fd.https_front_door_check_sites([site(tensorboard_upstream="http://172.30.0.18:6006")])
+    assert out[0]["tensorboard_upstream"] == "http://172.30.0.18:6006"
+    with pytest.raises(AnsibleFilterError, match=r"tensorboard_upstream 'http://172\.30\.0\.18:6006/x'"):
+        fd.https_front_door_check_sites([site(tensorboard_upstream="http://172.30.0.18:6006/x")])
     assert fd.https_front_door_check_sites([{"name": "b", "upstream": "https://[fd00::2]:8888"}])[0][
         "allowed_cidrs"] == []
 

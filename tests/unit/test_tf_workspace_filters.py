@@ -71,8 +71,13 @@ def test_defaults_fill_missing_and_null_keys_and_gid_follows_uid() -> None:
         "gpus": "none",
         "ssh_port": 22001,
         "jupyter_port": 28001,
+        "network_bridge": "tfws2001",
+        "network_subnet": "172.30.0.16/28",
+        "network_gateway": "172.30.0.17",
+        "network_address": "172.30.0.18",
     }
     assert (out[1]["gid"], out[1]["state"], out[1]["memory"]) == (3000, "absent", "8g")
+    assert "network_address" not in out[1]  # absent: only its name is needed, to remove it
 
 
 def test_custom_bases() -> None:
@@ -133,26 +138,56 @@ def test_firewall_rules_use_own_cidrs_then_defaults_and_skip_absent() -> None:
         ],
         ["192.168.1.0/24"],
     )
+    rule = {"proto": "tcp", "container_port": 2222}
     assert rules == [
-        {"port": 22001, "proto": "tcp", "cidrs": ["10.0.0.0/24"], "comment": "tflab workspace alice ssh"},
-        {"port": 28001, "proto": "tcp", "cidrs": ["10.0.0.0/24"], "comment": "tflab workspace alice jupyter"},
-        {"port": 22002, "proto": "tcp", "cidrs": ["192.168.1.0/24"], "comment": "tflab workspace bob ssh"},
-        {
-            "port": 28002,
-            "proto": "tcp",
-            "cidrs": ["192.168.1.0/24"],
-            "comment": "tflab workspace bob jupyter",
-        },
-        {"port": 22004, "proto": "tcp", "cidrs": [], "comment": "tflab workspace dave ssh"},
-        {"port": 28004, "proto": "tcp", "cidrs": [], "comment": "tflab workspace dave jupyter"},
+        {**rule, "port": 22001, "cidrs": ["10.0.0.0/24"], "comment": "tflab workspace alice ssh",
+         "bridge": "tfws2001"},
+        {**rule, "port": 22002, "cidrs": ["192.168.1.0/24"], "comment": "tflab workspace bob ssh",
+         "bridge": "tfws2002"},
+        {**rule, "port": 22004, "cidrs": [], "comment": "tflab workspace dave ssh", "bridge": "tfws2004"},
     ]
+
+
+def test_web_routes_point_at_each_workspace_network_with_its_cidrs() -> None:
+    routes = tw.tf_workspace_web_routes(
+        [ws("alice", 2001, allowed_cidrs=["10.0.0.0/24"]), ws("bob", 2002),
+         ws("carol", 2003, state="absent")],
+        ["192.168.1.0/24"],
+    )
+    assert routes == [
+        {"name": "alice", "upstream": "http://172.30.0.18:8888",
+         "tensorboard_upstream": "http://172.30.0.18:6006", "allowed_cidrs": ["10.0.0.0/24"]},
+        {"name": "bob", "upstream": "http://172.30.0.34:8888",
+         "tensorboard_upstream": "http://172.30.0.34:6006", "allowed_cidrs": ["192.168.1.0/24"]},
+    ]
+
+
+def test_networks_are_disjoint_blocks_of_the_pool() -> None:
+    out = tw.tf_workspace_ports([ws("alice", 2000), ws("bob", 2999)], network_pool="10.99.0.0/16",
+                                network_prefix=29)
+    assert [(w["network_subnet"], w["network_address"]) for w in out] == [
+        ("10.99.0.0/29", "10.99.0.2"), ("10.99.31.56/29", "10.99.31.58")]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"network_pool": "10.99.0.0/22"},
+         r"uid 2100 has no network in tf_workspace_network_pool 10\.99\.0\.0/22"),
+        ({"network_pool": "nonsense"}, "is not an IPv4 network"),
+        ({"network_prefix": 30}, "must be between"),
+    ],
+)
+def test_network_pool_too_small_or_invalid_is_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        tw.tf_workspace_ports([ws("alice", 2100)], **settings)
 
 
 def test_firewall_rules_pass_port_settings_through() -> None:
     rules = tw.tf_workspace_firewall_rules(
         [ws("alice", 5001)], [], uid_base=5000, ssh_base=30000, jupyter_base=31000
     )
-    assert [r["port"] for r in rules] == [30001, 31001]
+    assert [(r["port"], r["bridge"]) for r in rules] == [(30001, "tfws5001")]
 
 
 def test_firewall_rules_refuse_a_string_cidr() -> None:
@@ -195,6 +230,7 @@ def test_filter_module_exposes_the_filters() -> None:
     assert set(tw.FilterModule().filters()) == {
         "tf_workspace_ports",
         "tf_workspace_firewall_rules",
+        "tf_workspace_web_routes",
         "tf_workspace_dataset_mounts",
         "tf_workspace_problems",
     }
@@ -210,8 +246,10 @@ def test_firewall_rules_equal_published_ports_with_non_default_bases() -> None:
     settings = {**NON_DEFAULT, "ephemeral_ports": "40000-60999"}
     published = tw.tf_workspace_ports(users, **settings)
     rules = tw.tf_workspace_firewall_rules(users, [], **settings)
-    assert [r["port"] for r in rules] == [p for w in published for p in (w["ssh_port"], w["jupyter_port"])]
-    assert [r["port"] for r in rules] == [32001, 38001, 31000, 38002]
+    # Only SSH is published (Jupyter is behind the front door), on each workspace's own bridge.
+    assert [(r["port"], r["bridge"]) for r in rules] == [
+        (w["ssh_port"], w["network_bridge"]) for w in published]
+    assert [r["port"] for r in rules] == [32001, 31000]
 
 
 def test_non_default_bases_in_linux_default_ephemeral_range_are_refused() -> None:
@@ -275,8 +313,9 @@ def test_site_yml_firewall_opens_the_ports_tf_workspace_publishes(inventory: dic
     assert allocate.get("no_log") is True  # it carries the password hashes (review finding 18)
     published = templar.template(allocate["ansible.builtin.set_fact"]["_tf_workspace_all"])
     present = [w for w in published if w["state"] == "present"]
-    assert [r["port"] for r in rules] == [p for w in present for p in (w["ssh_port"], w["jupyter_port"])]
-    assert len(rules) == 4
+    assert [(r["port"], r["bridge"]) for r in rules] == [
+        (w["ssh_port"], w["network_bridge"]) for w in present]
+    assert len(rules) == 2
 
 
 def test_filter_defaults_are_the_role_defaults() -> None:
@@ -290,6 +329,12 @@ def test_filter_defaults_are_the_role_defaults() -> None:
              "uid_base": "tf_workspace_uid_base", "range_size": "tf_workspace_port_range_size"}
     for arg, var in names.items():
         assert defaults[var] == options[var]["default"] == tw.DEFAULT_PORT_SETTINGS[arg], var
+    assert defaults["tf_workspace_network_pool"] == options["tf_workspace_network_pool"]["default"] \
+        == tw.DEFAULT_NETWORK_POOL
+    assert defaults["tf_workspace_network_prefix"] == options["tf_workspace_network_prefix"]["default"] \
+        == tw.DEFAULT_NETWORK_PREFIX
+    firewall = yaml.safe_load((ROOT / "roles/firewall/defaults/main.yml").read_text())
+    assert firewall["firewall_workspace_interfaces"] == [tw.BRIDGE_PREFIX + "+"]
 
 
 def test_users_yml_sets_no_log_on_every_fact_that_carries_the_workspaces() -> None:

@@ -10,6 +10,8 @@ the script exits non-zero on the first failure, so the verify play can assert on
   jupyter_check.py URL kernel CODE EXPECTED    (runs CODE in a new kernel over the websocket API)
 
 Credentials come from the environment, never from the command line (process lists are visible).
+URL is the workspace's https://<lab>/<name> through the front door; the lab CA that must sign the
+front door's certificate is JUPYTER_CA (no unverified TLS, for requests and the websocket alike).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ import requests
 import websocket
 
 TIMEOUT = 60
+CA = os.environ.get("JUPYTER_CA", "")
+
+
+def new_session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # no proxy from the environment: a proxy's own 403 must not pass for Jupyter's
+    s.verify = CA or True
+    return s
 
 
 def emit(**fields: Any) -> None:
@@ -38,8 +48,7 @@ def fail(**fields: Any) -> None:
 
 def session(base: str) -> tuple[requests.Session, dict[str, str]]:
     """An authenticated session: token header, or the login form with the password."""
-    s = requests.Session()
-    s.trust_env = False
+    s = new_session()
     token = os.environ.get("JUPYTER_TOKEN", "")
     password = os.environ.get("JUPYTER_PASSWORD", "")
     if token:
@@ -56,8 +65,7 @@ def session(base: str) -> tuple[requests.Session, dict[str, str]]:
 
 
 def unauthenticated(base: str) -> None:
-    s = requests.Session()
-    s.trust_env = False
+    s = new_session()
     api = s.get(f"{base}/api/contents", timeout=TIMEOUT)
     kernels = s.post(f"{base}/api/kernels", json={}, timeout=TIMEOUT)
     tree = s.get(f"{base}/tree", allow_redirects=False, timeout=TIMEOUT)
@@ -70,8 +78,7 @@ def unauthenticated(base: str) -> None:
 
 
 def wrong_token(base: str) -> None:
-    s = requests.Session()
-    s.trust_env = False  # a proxy's own 403 must not pass for Jupyter's
+    s = new_session()
     r = s.get(f"{base}/api/contents", headers={"Authorization": "token not-the-token"}, timeout=TIMEOUT)
     emit(ok=r.status_code == 403, check="wrong-token", status=r.status_code)
     if r.status_code != 403:
@@ -100,7 +107,8 @@ def kernel(base: str, code: str, expected: str) -> None:
     ws_url = base.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
     cookie = "; ".join(f"{k}={v}" for k, v in s.cookies.get_dict().items())
     ws_headers = [f"{k}: {v}" for k, v in headers.items()] + ([f"Cookie: {cookie}"] if cookie else [])
-    ws = websocket.create_connection(ws_url, header=ws_headers, timeout=TIMEOUT)
+    ws = websocket.create_connection(ws_url, header=ws_headers, timeout=TIMEOUT,
+                                     sslopt={"ca_certs": CA} if CA else None)
     msg_id = uuid.uuid4().hex
     ws.send(json.dumps({
         "header": {"msg_id": msg_id, "username": "molecule", "session": uuid.uuid4().hex,

@@ -90,10 +90,12 @@ def https_front_door_check_sites(sites: Any) -> list[dict[str, Any]]:
             raise AnsibleFilterError(f"https_front_door_sites: {name!r} is listed twice")
         seen.add(name)
         upstream = str(site.get("upstream", ""))
-        if not UPSTREAM_RE.match(upstream):
-            raise AnsibleFilterError(
-                f"https_front_door_sites[{name}]: upstream {upstream!r} must be http(s)://host[:port] "
-                "without a path (a path would replace /" + name + "/ in every request)")
+        tensorboard = str(site.get("tensorboard_upstream") or "")
+        for key, value in (("upstream", upstream), ("tensorboard_upstream", tensorboard)):
+            if (value or key == "upstream") and not UPSTREAM_RE.match(value):
+                raise AnsibleFilterError(
+                    f"https_front_door_sites[{name}]: {key} {value!r} must be http(s)://host[:port] "
+                    "without a path (a path would replace /" + name + "/ in every request)")
         cidrs = site.get("allowed_cidrs", [])
         if isinstance(cidrs, str) or not isinstance(cidrs, Sequence):
             raise AnsibleFilterError(f"https_front_door_sites[{name}]: allowed_cidrs must be a list")
@@ -107,7 +109,8 @@ def https_front_door_check_sites(sites: Any) -> list[dict[str, Any]]:
                 ) from exc
             if network not in networks:
                 networks.append(network)
-        checked.append({"name": name, "upstream": upstream, "allowed_cidrs": networks})
+        checked.append({"name": name, "upstream": upstream, "tensorboard_upstream": tensorboard,
+                        "allowed_cidrs": networks})
     return checked
 
 
