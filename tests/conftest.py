@@ -79,11 +79,14 @@ def docker(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
 
 
-def jupyter_check(url: str, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+def jupyter_check(url: str, *args: str, token: str = "",
+                  ca: Path | None = None) -> subprocess.CompletedProcess[str]:
     """molecule/workspace/files/jupyter_check.py from this machine, as a user's browser would
-    reach the workspace (no proxy; the token in the environment, never on the command line)."""
+    reach the workspace (no proxy; the token in the environment, never on the command line;
+    the front door's certificate verified against the lab CA ``ca``)."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["JUPYTER_TOKEN"] = token
+    env["JUPYTER_CA"] = str(ca or "")
     script = ROOT / "molecule" / "workspace" / "files" / "jupyter_check.py"
     return subprocess.run([sys.executable, str(script), url, *args],
                           env=env, capture_output=True, text=True, timeout=400, check=False)

@@ -76,7 +76,10 @@ def dockerd_missed_its_restart() -> bool:
 def workspace_vars(path: Path, shm_size: str = "256m", **extra: object) -> Path:
     """The lab's workspace, as a 0600 vars file (the controller's key is the user's key)."""
     public_key = (path.parent / "user_ed25519.pub").read_text().strip()
+    # This machine reaches the front door at the sandbox container's address: a name of its certificate.
+    address = docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", HOST).stdout.strip()
     data = {
+        "tflab_tls_extra_names": [address],
         "tflab_workspaces": [{"name": USER, "uid": UID, "cpus": 1, "memory": "1g",
                               "shm_size": shm_size, "authorized_keys": [public_key]}],
         "tf_workspace_image_source": "official",
@@ -191,14 +194,16 @@ def test_classic_jupyter_of_the_official_image_needs_the_token_and_runs_tensorfl
     assert set(config) == {"NotebookApp"}, config
     token = on_host("cat", f"/srv/tflab/.tflab/{USER}/jupyter/token").stdout.strip()
     assert len(token) >= 32 and config["NotebookApp"]["token"] == token
-    # From this machine, as a user's browser would (the sandbox group allows 172.16.0.0/12).
+    # From this machine, as a user's browser would (the sandbox group allows 172.16.0.0/12),
+    # through the front door, trusting the lab CA in tflab's state directory.
     address = docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", HOST).stdout.strip()
-    url = f"http://{address}:{28000 + UID - 2000}/"
+    url = f"https://{address}/{USER}/"
+    ca = lab.tflab.state_dir / "ca" / "lab-ca.crt"
     for check in (["unauthenticated"], ["wrong-token"]):
-        proc = jupyter_check(url, *check)
+        proc = jupyter_check(url, *check, ca=ca)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     code = "import os, tensorflow as tf; print(tf.__version__, os.getuid(), os.getcwd())"
-    proc = jupyter_check(url, "kernel", code, f"2.9.3 {UID} /home/{USER}", token=token)
+    proc = jupyter_check(url, "kernel", code, f"2.9.3 {UID} /home/{USER}", token=token, ca=ca)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

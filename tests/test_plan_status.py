@@ -41,6 +41,7 @@ class Demo:
     jupyter_url: str
     token_command: list[str]
     rerun: list[str]  # the printed `tflab apply` arguments (inventories and -e vars file)
+    ca_show: list[str]  # the printed `tflab ca show` command (its stdout is the lab CA)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +54,13 @@ def demo(tflab: Tflab) -> Iterator[Demo]:
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
     ssh = re.search(r"^\s*(ssh -p \d+ -i \S+ demo@127\.0\.0\.1)$", out, re.M)
-    url = re.search(r"Jupyter: (http://127\.0\.0\.1:\d+/)\s+\(token: (docker exec [^)]+)\)", out)
+    url = re.search(r"Jupyter: (https://127\.0\.0\.1:\d+/demo/)\s+\(token: (docker exec [^)]+)\)", out)
+    trust = re.search(r"^\s*(tflab ca show.*) > lab-ca\.crt; curl --cacert lab-ca\.crt (\S+)$", out, re.M)
     rerun = re.search(r"^Re-run the provisioning: tflab apply (.+)$", out, re.M)
-    assert ssh and url and rerun, f"the demo did not print how to reach the workspace:\n{out}"
+    assert ssh and url and trust and rerun, f"the demo did not print how to reach the workspace:\n{out}"
     assert re.search(rf"│ {HOST} +│ +\d+ │ +\d+ │ +0 │ +0 │", out), out
     yield Demo(out, shlex.split(ssh.group(1)), url.group(1), shlex.split(url.group(2)),
-               shlex.split(rerun.group(1)))
+               shlex.split(rerun.group(1)), shlex.split(trust.group(1)))
     tflab.run("sandbox", "down", "--prefix", "tflab-sandbox")
 
 
@@ -79,15 +81,25 @@ def test_the_printed_ssh_command_reaches_the_users_tensorflow(demo: Demo, tmp_pa
     assert owner.stdout.strip() == f"{UID}:{UID}", owner
 
 
-def test_the_printed_jupyter_url_needs_the_token_and_runs_tensorflow(demo: Demo) -> None:
+def test_the_printed_jupyter_url_needs_the_token_and_runs_tensorflow(
+        tflab: Tflab, demo: Demo, tmp_path: Path) -> None:
     token_proc = subprocess.run(demo.token_command, capture_output=True, text=True, timeout=60, check=False)
     token = token_proc.stdout.strip()
     assert token_proc.returncode == 0 and len(token) >= 32, token_proc.stderr
+    # The lab CA, as printed: `tflab ca show ... > lab-ca.crt` (the PEM alone on stdout).
+    assert demo.ca_show[:3] == ["tflab", "ca", "show"], demo.ca_show
+    shown = tflab.run(*demo.ca_show[1:])
+    assert shown.returncode == 0 and shown.stdout.startswith("-----BEGIN CERTIFICATE-----"), shown.stderr
+    ca = tmp_path / "lab-ca.crt"
+    ca.write_text(shown.stdout)
+    # Without the lab CA the front door's certificate is not trusted.
+    untrusted = jupyter_check(demo.jupyter_url, "unauthenticated")
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stdout + untrusted.stderr
     for check in (["unauthenticated"], ["wrong-token"]):
-        proc = jupyter_check(demo.jupyter_url, *check)
+        proc = jupyter_check(demo.jupyter_url, *check, ca=ca)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     code = "import os, tensorflow as tf; print(tf.__version__, os.getuid(), os.getcwd())"
-    proc = jupyter_check(demo.jupyter_url, "kernel", code, f"2.9.3 {UID} /home/{USER}", token=token)
+    proc = jupyter_check(demo.jupyter_url, "kernel", code, f"2.9.3 {UID} /home/{USER}", token=token, ca=ca)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -102,8 +114,9 @@ def test_plan_of_the_full_site_reports_no_change(tflab: Tflab, demo: Demo) -> No
     assert result["changes"] == {}
     assert result["hosts"][HOST]["changed"] == 0 and result["hosts"][HOST]["failed"] == 0
     # The workspace role ran to its end (its report line), not a plan that stopped short of it.
+    # The URL the host's front door serves (the demo's public name is 127.0.0.1, port 443).
     assert result["reports"][HOST] == {"recreated": [], "workspaces": [
-        f"{USER}: ssh -p 22001 {USER}@{HOST}  jupyter http://{HOST}:28001/"]}, result["reports"]
+        f"{USER}: ssh -p 22001 {USER}@{HOST}  jupyter https://127.0.0.1/{USER}/"]}, result["reports"]
 
 
 def test_plan_after_a_setting_change_names_exactly_that_and_changes_nothing(
@@ -129,12 +142,13 @@ def test_status_json_matches_the_host_and_its_workspace(tflab: Tflab, demo: Demo
     # Docker, read on the host itself.
     runtime = on_host("docker", "info", "--format", "{{.DefaultRuntime}}").stdout.strip()
     assert report["docker_runtime"] == runtime == "runc"  # no GPU: the toolkit was skipped
-    # The workspace: predicted from the inventory (uid 2001 -> 22001/28001), then read on the host.
+    # The workspace: predicted from the inventory (uid 2001 -> SSH 22001; Jupyter is published
+    # nowhere, the front door reaches it on the workspace network), then read on the host.
     [line] = report["workspaces"]
     name, state, ports = line.split(" · ")
     assert name == f"tflab-ws-{USER}"
     assert re.fullmatch(r"Up .+ \(healthy\)", state), state
-    assert ports == "0.0.0.0:22001->2222/tcp, 0.0.0.0:28001->8888/tcp"
+    assert ports == "0.0.0.0:22001->2222/tcp"
     health = on_host("docker", "inspect", "--format", "{{.State.Health.Status}} {{.Config.User}}", name)
     assert health.stdout.split() == ["healthy", f"{UID}:{UID}"]
     [details] = report["workspace_details"]
