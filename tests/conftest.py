@@ -222,6 +222,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[_MOLECULE_SELECTED] = selected
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under pytest-xdist the workers collect: the controller learns from their test ids."""
+    if any(nodeid.startswith("tests/test_molecule.py") for nodeid in ids):
+        node.config.stash[_MOLECULE_SELECTED] = True
+
+
 class _AnyTagLoader(yaml.SafeLoader):
     """Reads Ansible YAML (!vault, !unsafe ...) far enough to find task names and tags."""
 

@@ -18,9 +18,16 @@ from conftest import ROOT
 pytestmark = [pytest.mark.molecule, pytest.mark.testbed, pytest.mark.slow]
 
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+# With pytest-xdist (`-n 2 --dist loadgroup`, .ci/run's Molecule tier) the scenarios run on two
+# workers, in two groups of about equal length: the long lab scenario with the short docker one,
+# the workspace scenario with the firewall and driver ones. Each scenario has its own container
+# names and subnets, so two can share the engine.
+WORKER_GROUPS = {"default": "lab", "docker": "lab", "workspace": "roles", "firewall": "roles",
+                 "gpu-driver": "roles"}
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [
+    pytest.param(s, marks=pytest.mark.xdist_group(WORKER_GROUPS.get(s, s))) for s in SCENARIOS])
 def test_scenario(scenario: str) -> None:
     logs = ROOT / ".molecule-logs"
     logs.mkdir(exist_ok=True)
