@@ -142,6 +142,9 @@ def test_status_json_matches_the_host_and_its_workspace(tflab: Tflab, demo: Demo
     # Docker, read on the host itself.
     runtime = on_host("docker", "info", "--format", "{{.DefaultRuntime}}").stdout.strip()
     assert report["docker_runtime"] == runtime == "runc"  # no GPU: the toolkit was skipped
+    # The firewall, as its own check says on the host.
+    check = on_host("/usr/local/sbin/tflab-firewall", "check")
+    assert check.returncode == 0 and report["firewall"] == check.stdout.strip() == "in sync", report
     # The workspace: predicted from the inventory (uid 2001 -> SSH 22001; Jupyter is published
     # nowhere, the front door reaches it on the workspace network), then read on the host.
     [line] = report["workspaces"]
@@ -162,3 +165,17 @@ def test_status_json_matches_the_host_and_its_workspace(tflab: Tflab, demo: Demo
     assert report["driver"] == "installed none, loaded none"
     assert report["reboot"] == "none"
     assert report["host"] == "127.0.0.1"
+
+
+def test_status_names_a_firewall_rule_file_that_does_not_load(tflab: Tflab, demo: Demo) -> None:
+    rules = "/etc/tflab/firewall/rules.v4"
+    assert on_host("cp", "-p", rules, "/root/rules.v4.good").returncode == 0
+    try:
+        assert on_host("sh", "-c", f"echo 'this is not a rule' >> {rules}").returncode == 0
+        rc, result = tflab.run_json("status", *demo.rerun)
+        assert rc == 0, result["failures"]
+        firewall = result["reports"][HOST]["firewall"]
+        assert firewall.startswith("FAULT: ") and f"{rules} does not load" in firewall, firewall
+    finally:
+        assert on_host("cp", "-p", "/root/rules.v4.good", rules).returncode == 0
+    assert on_host("/usr/local/sbin/tflab-firewall", "check").stdout.strip() == "in sync"

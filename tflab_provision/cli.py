@@ -263,9 +263,9 @@ def cmd_plan(ctx: Context) -> int:
 
 
 def cmd_status(ctx: Context) -> int:
-    """Fleet table: GPUs, driver, reboot pending, Docker runtime, workspaces."""
+    """Fleet table: GPUs, driver, reboot pending, Docker runtime, firewall, workspaces."""
     result = execute(ctx, read_only_request(ctx, "status.yml"), lambda r: render_reports(
-        r, ctx.out, "tflab status", ["gpus", "driver", "reboot", "docker_runtime", "workspaces"]))
+        r, ctx.out, "tflab status", ["gpus", "driver", "reboot", "docker_runtime", "firewall", "workspaces"]))
     return int(result.exit_code)
 
 
