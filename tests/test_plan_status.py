@@ -151,7 +151,8 @@ def test_status_json_matches_the_host_and_its_workspace(tflab: Tflab, demo: Demo
     name, state, ports = line.split(" · ")
     assert name == f"tflab-ws-{USER}"
     assert re.fullmatch(r"Up .+ \(healthy\)", state), state
-    assert ports == "0.0.0.0:22001->2222/tcp"
+    # The image EXPOSEs Jupyter's 8888 (the front door's target), but only SSH is published.
+    assert sorted(ports.split(", ")) == ["0.0.0.0:22001->2222/tcp", "8888/tcp"], ports
     health = on_host("docker", "inspect", "--format", "{{.State.Health.Status}} {{.Config.User}}", name)
     assert health.stdout.split() == ["healthy", f"{UID}:{UID}"]
     [details] = report["workspace_details"]
