@@ -7,8 +7,10 @@ archive, and applies the full site.yml (preflight, sshd, driver, docker, toolkit
 workspaces) with one TensorFlow workspace, built from PyPI on the host. The instructions it
 prints are then followed literally (the ssh command, the Jupyter URL and the token command), and
 `tflab plan` (the full site.yml, no tags) and `tflab status --json` are checked against the same
-host and its running workspace. Any tflab-sandbox-* host left from a manual demo is removed first,
-so the demo starts from a bare host.
+host and its running workspace. Then the workspace lifecycle runs through the CLI on the same
+host: `workspace add` (two users, one apply), `rotate-secret`, `remove` (archive) and `remove
+--purge`. Any tflab-sandbox-* host left from a manual demo is removed first, so the demo starts
+from a bare host.
 """
 
 from __future__ import annotations
@@ -180,3 +182,148 @@ def test_status_names_a_firewall_rule_file_that_does_not_load(tflab: Tflab, demo
     finally:
         assert on_host("cp", "-p", "/root/rules.v4.good", rules).returncode == 0
     assert on_host("/usr/local/sbin/tflab-firewall", "check").stdout.strip() == "in sync"
+
+
+# --- The workspace lifecycle through the CLI, on the same host -------------------------------
+# `tflab workspace add|rotate-secret|remove` edit host_vars/ and apply (tags workspaces,
+# firewall, frontdoor). They need the workspaces in an inventory directory rather than the
+# demo's -e vars file (extra vars would override host_vars), so the lab below holds the demo's
+# host and its vars as host_vars; the demo's own workspace stays as it is throughout.
+NEW_USERS = {"carol": 2002, "dave": 2003}
+
+
+@dataclass
+class Lab:
+    args: list[str]  # -i lab -i inventory/sandbox
+    https_base: str  # https://127.0.0.1:<published 443>
+    ca: Path
+    ssh_address: str  # the sandbox host's address on the test bed's network (port 2200x)
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def lab(tflab: Tflab, demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    root = tmp_path_factory.mktemp("lifecycle")
+    inventories = [demo.rerun[i + 1] for i, arg in enumerate(demo.rerun) if arg == "-i"]
+    sandbox_group, hosts_file = inventories
+    [vars_file] = [demo.rerun[i + 1] for i, arg in enumerate(demo.rerun) if arg == "-e"]
+    (root / "lab" / "host_vars").mkdir(parents=True)
+    (root / "lab" / "hosts.yml").write_text(Path(hosts_file).read_text())
+    (root / "lab" / "host_vars" / f"{HOST}.yml").write_text(Path(vars_file).read_text())
+    ca = root / "lab-ca.crt"
+    ca.write_text(tflab.run(*demo.ca_show[1:]).stdout)
+    address = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", HOST)
+    key = tflab.state_dir / "sandbox" / "id_ed25519"
+    assert key.exists(), f"the demo's key is not at {key}"
+    return Lab(["-i", str(root / "lab"), "-i", sandbox_group],
+               demo.jupyter_url.removesuffix(f"/{USER}/"), ca, address.stdout.split()[0], key)
+
+
+def started_at(container: str) -> str:
+    return on_host("docker", "inspect", "-f", "{{.State.StartedAt}}", container).stdout.strip()
+
+
+def workspace_token(tflab: Tflab, lab: Lab, name: str) -> str:
+    proc = tflab.run("workspace", "show", HOST, name, "--reveal-secret", "--json", *lab.args, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    token = str(json.loads(proc.stdout)["jupyter_secret"])
+    assert len(token) >= 32
+    return token
+
+
+def api_status(lab: Lab, name: str, token: str) -> int:
+    """The HTTP status of the workspace's Jupyter API for this token, through the front door."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    reply = session.get(f"{lab.https_base}/{name}/api/contents", timeout=60, verify=str(lab.ca),
+                        headers={"Authorization": f"token {token}"})
+    return reply.status_code
+
+
+def run_artifacts_text(tflab: Tflab) -> str:
+    text = []
+    for path in tflab.state_dir.rglob("*"):
+        if path.is_file() and "secrets" not in path.parts and path.stat().st_size < 50_000_000:
+            text.append(path.read_text(errors="replace"))
+    return "\n".join(text)
+
+
+def test_workspace_add_applies_two_new_users_without_touching_the_first(
+        tflab: Tflab, demo: Demo, lab: Lab, tmp_path: Path) -> None:
+    demo_started = started_at(f"tflab-ws-{USER}")
+    first = tflab.run("workspace", "add", HOST, "carol", "--uid", str(NEW_USERS["carol"]),
+                      "--key", str(lab.key.with_suffix(".pub")), "--cpus", "1", "--memory", "1g",
+                      "--no-apply", *lab.args)
+    assert first.returncode == 0, first.stderr
+    proc = tflab.run("workspace", "add", HOST, "dave", "--uid", str(NEW_USERS["dave"]),
+                     "--key", str(lab.key.with_suffix(".pub")), "--cpus", "1", "--memory", "1g",
+                     *lab.args, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert started_at(f"tflab-ws-{USER}") == demo_started  # the demo's workspace was not restarted
+    for name, uid in NEW_USERS.items():
+        health = on_host("docker", "inspect", "-f", "{{.State.Health.Status}} {{.Config.User}}",
+                         f"tflab-ws-{name}")
+        assert health.stdout.split() == ["healthy", f"{uid}:{uid}"], health
+        # SSH on the port the inventory allocated (uid 2002 -> 22002), as that user, from outside.
+        ssh = subprocess.run(
+            ["ssh", "-p", str(20000 + uid), "-i", str(lab.key), "-o", "BatchMode=yes",
+             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=accept-new",
+             "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", f"{name}@{lab.ssh_address}",
+             f"id -u; echo kept > ~/{name}-notes.txt"],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert ssh.returncode == 0 and ssh.stdout.split() == [str(uid)], ssh.stderr
+        # Jupyter through the front door's new route, with the user's own token only.
+        token = workspace_token(tflab, lab, name)
+        assert api_status(lab, name, token) == 200
+        other = "dave" if name == "carol" else "carol"
+        assert api_status(lab, other, token) == 403, f"{name}'s token opened {other}'s Jupyter"
+    code = "import os; print(os.getuid(), open(os.path.expanduser('~/carol-notes.txt')).read().strip())"
+    check = jupyter_check(f"{lab.https_base}/carol/", "kernel", code, f"{NEW_USERS['carol']} kept",
+                          token=workspace_token(tflab, lab, "carol"), ca=lab.ca)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_rotate_secret_replaces_the_token_and_never_logs_it(tflab: Tflab, lab: Lab) -> None:
+    old = workspace_token(tflab, lab, "carol")
+    dave_started = started_at("tflab-ws-dave")
+    proc = tflab.run("workspace", "rotate-secret", HOST, "carol", *lab.args, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    new = workspace_token(tflab, lab, "carol")
+    assert new != old
+    assert api_status(lab, "carol", old) == 403
+    assert api_status(lab, "carol", new) == 200
+    assert started_at("tflab-ws-dave") == dave_started  # only carol's container restarted
+    # Neither token is in the run artifacts, the events or the CLI's own output.
+    logged = run_artifacts_text(tflab) + proc.stdout + proc.stderr
+    assert old not in logged and new not in logged
+
+
+def test_remove_archives_one_and_purge_deletes_the_other(tflab: Tflab, lab: Lab) -> None:
+    refused = tflab.run("workspace", "remove", HOST, "dave", "--purge", *lab.args)
+    assert refused.returncode != 0 and "--yes-delete-data" in refused.stderr
+    assert on_host("test", "-d", "/srv/tflab/dave").returncode == 0  # nothing happened
+    first = tflab.run("workspace", "remove", HOST, "carol", "--no-apply", *lab.args)
+    assert first.returncode == 0, first.stderr
+    proc = tflab.run("workspace", "remove", HOST, "dave", "--purge", "--yes-delete-data", *lab.args,
+                     timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for name in NEW_USERS:
+        assert on_host("docker", "inspect", f"tflab-ws-{name}").returncode != 0, f"{name} still runs"
+        assert on_host("docker", "network", "inspect", f"tflab-ws-{name}").returncode != 0
+        assert on_host("test", "-e", f"/srv/tflab/{name}").returncode != 0, f"{name}'s data is left"
+        assert on_host("test", "-e", f"/srv/tflab/.tflab/{name}").returncode != 0  # token, host keys
+        assert api_status(lab, name, "any") == 404  # the front door's route went too
+    # carol's data is in her archive (root-only), dave's was purged without one.
+    archives = on_host("sh", "-c", "ls /srv/tflab/.archive/").stdout.split()
+    carol = [a for a in archives if a.startswith("carol-")]
+    assert len(carol) == 1 and not [a for a in archives if a.startswith("dave-")], archives
+    listing = on_host("tar", "-tzf", f"/srv/tflab/.archive/{carol[0]}")
+    assert listing.returncode == 0 and "carol-notes.txt" in listing.stdout, listing
+    assert on_host("stat", "-c", "%a %U", f"/srv/tflab/.archive/{carol[0]}").stdout.split() == ["600", "root"]
+    # The demo's workspace is untouched, and a re-run of everything is a no-op.
+    health = on_host("docker", "inspect", "-f", "{{.State.Health.Status}}", f"tflab-ws-{USER}")
+    assert health.stdout.strip() == "healthy"
+    rc, result = tflab.run_json("plan", *lab.args, timeout=1200)
+    assert rc == 0 and result["changes"] == {}, result
