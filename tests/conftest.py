@@ -217,6 +217,17 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     return report
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup` (.ci/run's test-bed tier) every sandbox-host test that is not a
+    Molecule scenario runs on one worker, in file order: their module fixtures converge one host
+    for several tests, and they share the sandbox name prefixes. The Molecule scenarios keep
+    their own groups (tests/test_molecule.py) and run beside them."""
+    for item in items:
+        if item.get_closest_marker("testbed") and not item.get_closest_marker("molecule"):
+            item.add_marker(pytest.mark.xdist_group("sandboxes"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     selected = any(item.get_closest_marker("molecule") for item in session.items)
     session.config.stash[_MOLECULE_SELECTED] = selected
