@@ -10,15 +10,6 @@ only when the content changes.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shlex
-import tempfile
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
 DOCUMENTATION = r"""
 ---
 module: docker_daemon_json
@@ -63,7 +54,7 @@ options:
     choices: [merged, read]
     default: merged
 extends_documentation_fragment: [files]
-author: tflab-provision
+author: tflab-provision maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -89,6 +80,15 @@ previous:
   returned: always
   type: dict
 """
+
+import json
+import os
+import re
+import shlex
+import tempfile
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
 
 CGROUP_DRIVER_PREFIX = "native.cgroupdriver="
 # user:password@ in URLs (proxies, registry mirrors): masked in every result and diff.
@@ -187,7 +187,8 @@ def run_module() -> None:
         argument_spec={
             "path": {"type": "path", "default": "/etc/docker/daemon.json"},
             "settings": {"type": "dict", "default": {}},
-            "remove_keys": {"type": "list", "elements": "str", "default": []},
+            # Names of daemon.json keys, never their values ("keys" is not a secret here).
+            "remove_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
             "list_merge": {"type": "str", "choices": ["replace", "union"], "default": "replace"},
             "validate": {"type": "str"},
             "state": {"type": "str", "choices": ["merged", "read"], "default": "merged"},

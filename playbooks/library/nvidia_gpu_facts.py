@@ -10,13 +10,6 @@ Parsing and the reboot decision are pure functions, unit-tested in tests/unit/.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-from collections.abc import Callable, Iterable
-from typing import Any
-
 DOCUMENTATION = r"""
 ---
 module: nvidia_gpu_facts
@@ -78,7 +71,7 @@ options:
         (a forced install, e.g. an image whose GPUs attach later).
     type: bool
     default: false
-author: tflab-provision
+author: tflab-provision maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -110,6 +103,13 @@ ansible_facts:
       type: dict
 """
 
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from typing import Any
+
 NVIDIA_VENDOR_ID = 0x10DE
 # PCI base class 0x03 = display controller (0x0300 VGA, 0x0302 3D controller).
 DISPLAY_BASE_CLASS = 0x03
@@ -119,8 +119,8 @@ COMPUTE_APPS_QUERY = [
     "--format=csv,noheader",
 ]
 GPU_QUERY = ["--query-gpu=index,pci.bus_id,name,driver_version", "--format=csv,noheader"]
-DEFAULT_DRIVER_PACKAGES = ["nvidia-kernel-dkms", "nvidia-kernel-common-*", "nvidia-dkms-*"]
-DEFAULT_IGNORED_PROCESSES = ["nvidia-persistenced", "nv-hostengine", "nvidia-smi", "dcgm-exporter"]
+DEFAULT_DRIVER_PACKAGES = ("nvidia-kernel-dkms", "nvidia-kernel-common-*", "nvidia-dkms-*")
+DEFAULT_IGNORED_PROCESSES = ("nvidia-persistenced", "nv-hostengine", "nvidia-smi", "dcgm-exporter")
 # dpkg "current status" letters that mean the package's files are in place.
 _DPKG_INSTALLED = {"i", "W", "t"}
 _VERSION_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
@@ -257,7 +257,7 @@ def pick_driver_package(installed: list[dict[str, str]], patterns: Iterable[str]
 def normalize_pci_address(address: str) -> str:
     """nvidia-smi's '00000000:3B:00.0' -> sysfs' '0000:3b:00.0'."""
     address = address.strip().lower()
-    domain, _, rest = address.partition(":")
+    domain, _sep, rest = address.partition(":")
     if rest and len(domain) > 4:
         domain = domain[-4:]
     return f"{domain}:{rest}" if rest else address
@@ -509,14 +509,14 @@ def main() -> None:
             "driver_packages": {
                 "type": "list",
                 "elements": "str",
-                "default": DEFAULT_DRIVER_PACKAGES,
+                "default": list(DEFAULT_DRIVER_PACKAGES),
             },
             "query_nvidia_smi": {"type": "bool", "default": True},
             "nvidia_smi_timeout": {"type": "int", "default": 30},
             "ignore_processes": {
                 "type": "list",
                 "elements": "str",
-                "default": DEFAULT_IGNORED_PROCESSES,
+                "default": list(DEFAULT_IGNORED_PROCESSES),
             },
             "workspace_containers": {"type": "list", "elements": "str", "default": []},
             "reboot_allowed": {"type": "bool", "default": True},
@@ -530,7 +530,7 @@ def main() -> None:
         sysfs_root=params["sysfs_root"],
         procfs_root=params["procfs_root"],
         run=subprocess_runner(params["nvidia_smi_timeout"]),
-        which=lambda name: module.get_bin_path(name),
+        which=module.get_bin_path,
         driver_packages=params["driver_packages"],
         query_nvidia_smi=params["query_nvidia_smi"],
         ignore_processes=params["ignore_processes"],

@@ -26,7 +26,7 @@ options:
       - /var/lib/dpkg/lock
       - /var/lib/apt/lists/lock
       - /var/cache/apt/archives/lock
-author: tflab-provision
+author: tflab-provision maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -145,16 +145,16 @@ def key_bits(blob: bytes) -> tuple[str, int]:
     key_type = raw_type.decode("ascii", errors="replace")
     base = key_type.replace("-cert-v01@openssh.com", "")
     if key_type.endswith("-cert-v01@openssh.com"):
-        _, offset = _read_string(blob, offset)  # the certificate nonce comes first
+        _nonce, offset = _read_string(blob, offset)  # the certificate nonce comes first
     if base == "ssh-rsa":
-        _, offset = _read_string(blob, offset)  # e
-        modulus, _ = _read_string(blob, offset)
+        _exponent, offset = _read_string(blob, offset)
+        modulus, _end = _read_string(blob, offset)
         return key_type, _mpint_bits(modulus)
     if base == "ssh-dss":
-        prime, _ = _read_string(blob, offset)
+        prime, _end = _read_string(blob, offset)
         return key_type, _mpint_bits(prime)
     if "ecdsa-sha2-" in base:
-        curve, _ = _read_string(blob, offset)
+        curve, _end = _read_string(blob, offset)
         return key_type, CURVE_BITS.get(curve.decode("ascii", errors="replace"), 0)
     if "ed25519" in base:
         return key_type, 256
@@ -189,7 +189,7 @@ def _parse_key(text: str) -> tuple[str, bytes, str] | None:
         return None
     try:
         blob = base64.b64decode(fields[1], validate=True)
-        embedded, _ = key_bits(blob)
+        embedded, _bits = key_bits(blob)
     except (binascii.Error, ValueError):
         return None
     if embedded != fields[0]:
@@ -221,7 +221,7 @@ def judge_key_line(text: str, policy: KeyPolicy, path: str = "", line: int = 0) 
     if parsed is None:
         return KeyVerdict(path, line, "", "?", 0, "", "", False, False, "not a public key sshd can read")
     key_type, blob, comment = parsed
-    _, bits = key_bits(blob)
+    _type, bits = key_bits(blob)
     cert_authority = any(o.strip().lower() == "cert-authority" for o in options.split(","))
     base = key_type.replace("-cert-v01@openssh.com", "")
     label = KEY_LABELS.get(base, key_type) + ("-CERT" if key_type != base else "")
