@@ -174,7 +174,7 @@ DEFAULT_INVENTORY = Path("inventory") / "lab"
 
 
 def inventory_sources(ctx: Context) -> tuple[Path, ...]:
-    paths = tuple(Path(p) for p in ctx.args.inventory) or (ctx.project.root / DEFAULT_INVENTORY,)
+    paths = tuple(Path(p) for p in ctx.args.inventory) or (ctx.project.workdir / DEFAULT_INVENTORY,)
     for path in paths:
         if not path.exists():
             raise ConfigError(f"inventory {path} does not exist; create one with "
@@ -287,7 +287,7 @@ def _workspace_table(ctx: Context, rows: list[dict[str, object]], title: str) ->
 
 def ca_dir_of(ctx: Context) -> Path:
     """The CA dir of this command's inventory (-i, else the default one when it exists) and -e files."""
-    default = ctx.project.root / DEFAULT_INVENTORY
+    default = ctx.project.workdir / DEFAULT_INVENTORY
     sources = inventory_sources(ctx) if ctx.args.inventory or default.exists() else ()
     vault = _vars_and_vault(ctx)
     return request_ca_dir(ctx, sources, vault["vars_files"], vault["vault_password_file"])
@@ -390,7 +390,7 @@ def _edit_host_vars(ctx: Context, change: Callable[[object], None]) -> None:
     from . import workspaces as ws_edit
 
     inventory_dir = (Path(ctx.args.inventory[0]) if ctx.args.inventory
-                     else ctx.project.root / DEFAULT_INVENTORY)
+                     else ctx.project.workdir / DEFAULT_INVENTORY)
     path = ws_edit.host_vars_file(inventory_dir, ctx.args.host, inventory_hosts(inventory_sources(ctx)))
     before = path.read_text() if path.exists() else None
     with ws_edit.edited(path) as data:
@@ -613,7 +613,8 @@ def global_options() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where runs, facts and keys are kept (default ~/.local/state/tflab)")
     p.add_argument("--project-dir", type=Path, default=None,
-                   help="the tflab-provision checkout holding playbooks/ (default: this one)")
+                   help="a tflab-provision checkout or the tflab.provision collection "
+                        "(default: this checkout, else the collection installed with tflab)")
     return p
 
 

@@ -377,10 +377,19 @@ def check_vars_files(vars_files: Sequence[Path], roles_dir: Path, vault_password
 
 # --- merged, per host ---------------------------------------------------------------------
 
+def filter_plugin(project_root: Path, name: str) -> Path:
+    """One of our filter plugin files: playbooks/filter_plugins/ in a checkout, plugins/filter/ in
+    the tflab.provision collection (tflab_provision/collection.py)."""
+    for folder in (project_root / "playbooks" / "filter_plugins", project_root / "plugins" / "filter"):
+        if (folder / name).is_file():
+            return folder / name
+    return project_root / "playbooks" / "filter_plugins" / name
+
+
 @cache
 def _workspace_filters(project_root: Path) -> Any:
     """The playbook's own workspace rules (one rule for tflab, the firewall and the containers)."""
-    path = project_root / "playbooks" / "filter_plugins" / "tf_workspace.py"
+    path = filter_plugin(project_root, "tf_workspace.py")
     spec = importlib.util.spec_from_file_location("tf_workspace_filters", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -631,7 +640,7 @@ def validation_key(sources: Sequence[Path], project_root: Path, facts_dir: Path 
     digest = hashlib.sha256(ansible_version.encode())
     inputs = list(inventory_files(sources, every_file=True))
     inputs += sorted((project_root / "roles").glob("*/meta/argument_specs.yml"))
-    inputs.append(project_root / "playbooks" / "filter_plugins" / "tf_workspace.py")
+    inputs.append(filter_plugin(project_root, "tf_workspace.py"))
     inputs += sorted(Path(__file__).parent.glob("*.py"))
     for path in inputs:
         digest.update(f"\0{path.resolve()}\0".encode())

@@ -40,15 +40,43 @@ class ConfigError(ValueError):
     """Bad usage or configuration, found before any host is contacted (exit code 1)."""
 
 
+# Where the wheel installs the tflab.provision collection: beside this package, in site-packages
+# (tflab_provision/collection.py, setup.py), where Ansible finds collections on sys.path.
+PACKAGED_COLLECTION = Path("ansible_collections") / "tflab" / "provision"
+
+
 @dataclass(frozen=True)
 class Project:
-    """A checkout holding ansible.cfg, playbooks/ and roles/ (also an AWX project)."""
+    """Where playbooks/, roles/ and ansible.cfg are: a checkout (also an AWX project), or the
+    tflab.provision collection (the one the wheel installed, or one given by --project-dir).
+    Both have roles/, playbooks/site.yml and an ansible.cfg; the collection's has no checkout paths
+    and its plugins are found by FQCN."""
 
     root: Path
 
     @property
+    def is_collection(self) -> bool:
+        return (self.root / "galaxy.yml").is_file() or (self.root / "MANIFEST.json").is_file()
+
+    @property
     def ansible_cfg(self) -> Path:
         return self.root / "ansible.cfg"
+
+    @property
+    def workdir(self) -> Path:
+        """Where the default inventory (inventory/lab) lives: the checkout, or for the packaged
+        collection the current directory (nothing of the user's goes into site-packages)."""
+        return Path.cwd() if self.is_collection else self.root
+
+    def envvars(self) -> dict[str, str]:
+        """What ansible-playbook needs to find this project's content. A collection's own
+        ansible_collections/ comes first, so the copy tflab was pointed at runs, not another
+        installed version; the usual paths follow (the `ansible` package's are on sys.path)."""
+        if not self.is_collection:
+            return {}
+        default = os.pathsep.join(["~/.ansible/collections", "/usr/share/ansible/collections"])
+        paths = [str(self.root.parents[2]), os.environ.get("ANSIBLE_COLLECTIONS_PATH", default)]
+        return {"ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(paths)}
 
     def playbook(self, name: str) -> Path:
         path = Path(name)
@@ -60,16 +88,21 @@ class Project:
 
     @classmethod
     def locate(cls, explicit: Path | None = None) -> Project:
-        """The project dir: --project-dir, $TFLAB_PROJECT_DIR, the checkout holding this package, or cwd."""
+        """The project dir: --project-dir, $TFLAB_PROJECT_DIR, the checkout holding this package,
+        cwd, else the collection installed beside this package (a wheel install, no checkout)."""
         candidates = [explicit] if explicit else []
         if os.environ.get("TFLAB_PROJECT_DIR"):
             candidates.append(Path(os.environ["TFLAB_PROJECT_DIR"]))
-        candidates += [Path(__file__).resolve().parent.parent, Path.cwd()]
+        here = Path(__file__).resolve().parent.parent
+        candidates += [here, Path.cwd()]
+        if not explicit:
+            candidates.append(here / PACKAGED_COLLECTION)
         for candidate in candidates:
             if candidate and (candidate / "playbooks" / "site.yml").is_file():
                 return cls(candidate.resolve())
         raise ConfigError(
-            "no tflab project found: run from a checkout of tflab-provision or pass --project-dir"
+            "no tflab project found: install the tflab-provision wheel (it carries the tflab.provision "
+            "collection), run from a checkout, or pass --project-dir (a checkout or the collection)"
         )
 
 
@@ -189,6 +222,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         RUN_MARKER_ENV: run_dir.name,
         # ansible-playbook from the same environment as this package, even when not on PATH.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **project.envvars(),
     }
     return {
         "private_data_dir": str(run_dir),
