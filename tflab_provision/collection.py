@@ -43,6 +43,14 @@ SOURCE_FILES = ("CHANGELOG.md", "LICENSE")
 CHECKOUT_ONLY_SETTINGS = ("library", "filter_plugins", "roles_path")
 # Rewritten in YAML and Jinja files only.
 TEXT_SUFFIXES = (".yml", ".yaml", ".j2")
+# Role dirs whose files go to hosts as they are (scripts there keep their interpreter line).
+HOST_FILE_DIRS = ("files", "templates")
+# The non-module interpreter lines ansible-test 2.19's shebang test accepts (code-smell/shebang.py).
+ANSIBLE_TEST_SHEBANGS = frozenset({
+    b"#!/bin/bash -eu", b"#!/bin/bash -eux", b"#!/bin/sh", b"#!/usr/bin/env bash",
+    b"#!/usr/bin/env fish", b"#!/usr/bin/env pwsh", b"#!/usr/bin/env python", b"#!/usr/bin/make -f",
+})
+SANITY_IGNORES_DEFAULT = Path("ignore-2.19.txt")
 ROLE_FILTER_DIR = "filter_plugins"
 ROLE_PLUGIN_DIR_SUFFIXES = ("_plugins", "library", "module_utils")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
@@ -153,7 +161,29 @@ def build_tree(source: Path, dest: Path) -> Path:
     for group in ("example", "sandbox"):
         shutil.copytree(source / "inventory" / group, root / "inventory" / group, ignore=_IGNORED)
     (root / "ansible.cfg").write_text(collection_ansible_cfg((source / "ansible.cfg").read_text()))
+    _ignore_host_script_shebangs(root)
     return root
+
+
+def _ignore_host_script_shebangs(root: Path) -> None:
+    """Scripts the roles install on hosts need their own interpreter line (`#!/usr/bin/env python3`),
+    which ansible-test's shebang test allows only for modules: one ignore line per such file, added
+    to the checked-in ignores (collection/tests/sanity/), so a new role's script needs no edit here."""
+    lines = []
+    for path in sorted(root.glob("roles/*/*/**/*")):
+        if not path.is_file() or path.parts[len(root.parts) + 2] not in HOST_FILE_DIRS:
+            continue
+        with path.open("rb") as fh:
+            first = fh.readline().strip()
+        if first.startswith(b"#!") and first not in ANSIBLE_TEST_SHEBANGS:
+            lines.append(f"{path.relative_to(root).as_posix()} shebang # a script the role installs on hosts")
+    if not lines:
+        return
+    for ignores in sorted((root / "tests" / "sanity").glob("ignore-*.txt")) or [SANITY_IGNORES_DEFAULT]:
+        path = root / "tests" / "sanity" / ignores.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text() if path.exists() else ""
+        path.write_text(text + "".join(f"{line}\n" for line in lines))
 
 
 def build_tarball(tree: Path, output: Path, ansible_galaxy: str | None = None) -> Path:
