@@ -764,7 +764,8 @@ def load_config(path: str | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tflab-node-metrics", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tflab-node-metrics",
+                                     description="tflab metrics for node_exporter's textfile collector.")
     parser.add_argument("--config", help=f"JSON settings file (default: {DEFAULT_CONFIG} if it exists)")
     parser.add_argument("--output",
                         help="file to write, - for stdout (default: <textfile_dir>/<output_name>)")
