@@ -1,4 +1,6 @@
-"""The shipped alert rules, rendered by Ansible with the role's defaults, under `promtool test rules`.
+"""The shipped alert rules, rendered by Ansible with the role's defaults, under `promtool test rules`;
+and prometheus.yml / alertmanager.yml as the role renders them, under `promtool check config` and
+`amtool check-config`.
 
 promtool comes from Debian's `prometheus` package (scripts/dev installs it); without it these tests
 fail instead of skipping, since the rules would otherwise ship untested.
@@ -29,16 +31,20 @@ def promtool() -> str:
     return path
 
 
-def render_rules(dest: Path, **overrides: object) -> Path:
-    """Render the rules template exactly as the role does: Ansible's template module, the role's defaults."""
-    extra = json.dumps(overrides)
+def render(template: Path, dest: Path, **overrides: object) -> Path:
+    """Render a template exactly as the role does: Ansible's template module, the role's defaults and vars."""
     proc = subprocess.run(
         [str(ANSIBLE), "localhost", "-c", "local", "-m", "ansible.builtin.template",
-         "-a", f"src={TEMPLATE} dest={dest}", "-e", f"@{ROLE / 'defaults' / 'main.yml'}", "-e", extra],
+         "-a", f"src={template} dest={dest}", "-e", f"@{ROLE / 'defaults' / 'main.yml'}",
+         "-e", f"@{ROLE / 'vars' / 'main.yml'}", "-e", json.dumps(overrides)],
         cwd=ROOT, capture_output=True, text=True, check=False,
         env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return dest
+
+
+def render_rules(dest: Path, **overrides: object) -> Path:
+    return render(TEMPLATE, dest, **overrides)
 
 
 def run_unit_tests(tmp_path: Path, **overrides: object) -> subprocess.CompletedProcess[str]:
@@ -110,3 +116,48 @@ def test_the_thresholds_follow_the_variables(tmp_path: Path, variable: str, valu
     proc = run_unit_tests(tmp_path, **{variable: value})
     assert proc.returncode != 0
     assert f"alertname: {alert}," in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"monitoring_server_targets": [{"name": "gpu-a", "address": "10.0.0.11"},
+                                   {"name": "gpu-b", "address": "fd00::12"}],
+     "monitoring_server_dcgm_targets": [{"name": "gpu-a", "address": "gpu-a.lab"}],
+     "monitoring_server_external_labels": {"lab": "gpu-lab-1"}, "monitoring_server_scrape_interval": "5s",
+     "monitoring_server_scrape_timeout": "4s"},
+], ids=["defaults", "targets-dcgm-ipv6"])
+def test_prometheus_config_passes_promtool(rules: Path, tmp_path: Path, overrides: dict[str, object]) -> None:
+    config = render(ROLE / "templates" / "prometheus.yml.j2", tmp_path / "prometheus.yml",
+                    monitoring_server_rules_path=str(rules), **overrides)
+    proc = subprocess.run([promtool(), "check", "config", str(config)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config.read_text())["scrape_configs"]}
+    dcgm = {"dcgm"} if "monitoring_server_dcgm_targets" in overrides else set()
+    assert set(jobs) == {"tflab-node", "prometheus", "alertmanager"} | dcgm
+    assert jobs["prometheus"]["metrics_path"] == "/prometheus/metrics"
+    assert jobs["alertmanager"]["metrics_path"] == "/alertmanager/metrics"
+    targets: list[dict[str, str]] = overrides.get("monitoring_server_targets", [])  # type: ignore[assignment]
+    for target in targets:
+        entry = next(c for c in jobs["tflab-node"]["static_configs"] if c["labels"]["node"] == target["name"])
+        assert entry["labels"]["instance"] == target["name"]
+        host = f"[{target['address']}]" if ":" in target["address"] else target["address"]
+        assert entry["targets"] == [f"{host}:9100"]
+
+
+@pytest.mark.parametrize("receiver", [
+    {},
+    {"type": "webhook", "url": "https://hooks.example.org/tflab?token=abc"},
+    {"type": "email", "to": "admins@example.org", "from": "tflab@example.org",
+     "smarthost": "mail.example.org:587", "auth_username": "tflab", "auth_password": "pw"},
+], ids=["none", "webhook", "email"])
+def test_alertmanager_config_passes_amtool(tmp_path: Path, receiver: dict[str, str]) -> None:
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool is missing: install Debian's prometheus-alertmanager package"
+    config = render(ROLE / "templates" / "alertmanager.yml.j2", tmp_path / "alertmanager.yml",
+                    monitoring_server_alert_receiver=receiver)
+    proc = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (admin,) = yaml.safe_load(config.read_text())["receivers"]
+    kind = {"webhook": "webhook_configs", "email": "email_configs"}.get(receiver.get("type", ""))
+    assert set(admin) == {"name"} | ({kind} if kind else set())
