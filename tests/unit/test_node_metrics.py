@@ -348,7 +348,8 @@ def test_gpu_figures_and_the_gpu_to_workspace_mapping(host: FakeHost) -> None:
     out = host.collect()
     assert value(out, "tflab_gpu_info", gpu="1", uuid=GPU1["uuid"], name=GPU1["name"], workspace="alice") == 1
     assert value(out, "tflab_gpu_info", gpu="0", uuid=GPU0["uuid"], workspace="") == 1
-    assert value(out, "tflab_workspace_gpu_info", workspace="alice", user="alice", gpu="1", uuid=GPU1["uuid"]) == 1
+    assert value(out, "tflab_workspace_gpu_info", workspace="alice", user="alice", gpu="1",
+                 uuid=GPU1["uuid"]) == 1
     assert series(out, "tflab_workspace_gpu_info", workspace="bob") == []
     assert value(out, "tflab_gpu_utilization_ratio", gpu="0", workspace="") == pytest.approx(0.37)
     assert value(out, "tflab_gpu_memory_used_bytes", gpu="0") == 1024 * 1024**2
@@ -360,13 +361,19 @@ def test_gpu_figures_and_the_gpu_to_workspace_mapping(host: FakeHost) -> None:
 
 def test_all_gpus_by_count_and_by_uuid_and_shared_gpus(host: FakeHost) -> None:
     host.with_gpus([GPU0, GPU1])
-    host.workspace("alice", device_requests=[{"Driver": "nvidia", "Count": -1, "DeviceIDs": None,
+    # `docker run --gpus all` / `--gpus 1` record no driver, only the capability (Docker 20.10).
+    host.workspace("alice", device_requests=[{"Driver": "", "Count": -1, "DeviceIDs": None,
                                               "Capabilities": [["gpu"]]}])
-    host.workspace("bob", uid=2002, mounts=[{"Destination": f"/var/run/nvidia-container-devices/{GPU0['uuid']}"}])
+    host.workspace("carol", uid=2003, device_requests=[{"Driver": "", "Count": 1, "DeviceIDs": None,
+                                                        "Capabilities": [["gpu"]]}])
+    host.workspace("bob", uid=2002,
+                   mounts=[{"Destination": f"/var/run/nvidia-container-devices/{GPU0['uuid']}"}])
     out = host.collect()
-    assert {lab["gpu"] for lab, _v in series(out, "tflab_workspace_gpu_info", workspace="alice")} == {"0", "1"}
+    alice_gpus = {lab["gpu"] for lab, _v in series(out, "tflab_workspace_gpu_info", workspace="alice")}
+    assert alice_gpus == {"0", "1"}
     assert value(out, "tflab_workspace_gpu_info", workspace="bob", gpu="0", uuid=GPU0["uuid"]) == 1
-    assert value(out, "tflab_gpu_info", gpu="0", workspace="alice,bob") == 1
+    assert value(out, "tflab_workspace_gpu_info", workspace="carol", gpu="0", uuid=GPU0["uuid"]) == 1
+    assert value(out, "tflab_gpu_info", gpu="0", workspace="alice,bob,carol") == 1
     assert value(out, "tflab_gpu_info", gpu="1", workspace="alice") == 1
 
 
@@ -380,7 +387,8 @@ def test_unsupported_gpu_fields_are_left_out(host: FakeHost) -> None:
 
 
 def test_no_nvidia_smi_means_no_gpu_series_and_no_error(host: FakeHost) -> None:
-    host.workspace("alice", device_requests=[{"Driver": "nvidia", "DeviceIDs": ["0"], "Capabilities": [["gpu"]]}])
+    host.workspace("alice",
+                   device_requests=[{"Driver": "nvidia", "DeviceIDs": ["0"], "Capabilities": [["gpu"]]}])
     out = host.collect()
     assert series(out, "tflab_gpu_info") == []
     assert value(out, "tflab_collector_errors", source="gpu") == 0
@@ -466,7 +474,8 @@ def test_reboot_required_and_the_driver_roles_decision(host: FakeHost) -> None:
     os.utime(fact, (host.booted - 50, host.booted - 50))  # decided before this boot: done
     out = host.collect()
     assert value(out, "tflab_node_reboot_pending") == 1
-    assert [lab["reason"] for lab, _v in series(out, "tflab_node_reboot_pending_reason")] == ["reboot-required"]
+    reasons = [lab["reason"] for lab, _v in series(out, "tflab_node_reboot_pending_reason")]
+    assert reasons == ["reboot-required"]
     assert value(out, "tflab_node_reboot_pending_since_timestamp_seconds") == host.booted + 100
     os.utime(fact, (host.booted + 40, host.booted + 40))  # decided since this boot: pending
     out = host.collect()
@@ -549,5 +558,5 @@ def test_the_file_is_replaced_atomically_with_mode_0644(host: FakeHost) -> None:
 def test_unknown_settings_are_refused(tmp_path: Path) -> None:
     config_file = tmp_path / "bad.json"
     config_file.write_text(json.dumps({"textfile_directory": "/tmp"}))
-    with pytest.raises(SystemExit, match="unknown setting.*textfile_directory"):
+    with pytest.raises(SystemExit, match=r"unknown setting.*textfile_directory"):
         nm.main(["--config", str(config_file), "--output", "-"])
