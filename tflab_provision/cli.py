@@ -585,6 +585,35 @@ def cmd_init(ctx: Context) -> int:
     return int(ExitCode.OK)
 
 
+def cmd_audit_logins(ctx: Context) -> int:
+    """Who logged into which workspace, when, from where: SSH and Jupyter logins from the journal
+    (the central log host's when the inventory has one). Changes nothing."""
+    from . import audit
+
+    try:
+        since = audit.parse_since(ctx.args.since)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    request = read_only_request(ctx, "audit.yml")
+    request = dataclasses.replace(request, extra_vars={**request.extra_vars,
+                                                       "tflab_audit_since": str(int(since.timestamp()))})
+    as_json = bool(ctx.args.json)
+
+    def render(result: RunResult) -> None:
+        logins = audit.logins_from_reports(result.reports)
+        if as_json:
+            ctx.out.print_json(data=[login.as_json() for login in logins])
+        else:
+            title = f"tflab audit logins since {since.isoformat(timespec='minutes')}"
+            audit.render_logins(logins, ctx.out, title)
+        if result.exit_code != ExitCode.OK:
+            render_table(result, ctx.err)
+
+    # execute() prints the run's own JSON for --json; here the records are the answer.
+    quiet = dataclasses.replace(ctx, args=argparse.Namespace(**{**vars(ctx.args), "json": False}))
+    return int(execute(quiet, request, render).exit_code)
+
+
 def inventory_options() -> argparse.ArgumentParser:
     """Where the inventory's variables come from: -i, -e and the vault password."""
     p = argparse.ArgumentParser(add_help=False)
@@ -692,6 +721,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp = csub.add_parser("show", parents=[common, inventory_options()],
                          help="print the CA certificate (PEM on stdout) and its SHA-256 fingerprint")
     cp.set_defaults(handler=cmd_ca_show)
+
+    p = sub.add_parser("audit", help="the login record: who logged into which workspace, when, from where")
+    asub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    ap = asub.add_parser("logins", parents=[common, runopts],
+                         help="SSH and Jupyter logins of the workspaces, accepted and refused (the journal)")
+    ap.add_argument("--since", default="24h",
+                    help="a span back from now (30m, 1h, 2d, 1w) or a time (2026-12-01T10:00, UTC); "
+                         "default 24h")
+    ap.set_defaults(handler=cmd_audit_logins)
 
     p = sub.add_parser("init", parents=[common], help="scaffold an inventory from the example")
     p.add_argument("directory", type=Path, nargs="?", default=DEFAULT_INVENTORY)
