@@ -40,7 +40,8 @@ from .state import StateDir, default_state_dir
 
 log = logging.getLogger(__name__)
 
-SITE_TAGS = ("preflight", "sshd", "driver", "docker", "toolkit", "firewall", "workspaces", "frontdoor")
+SITE_TAGS = ("preflight", "sshd", "driver", "docker", "toolkit", "firewall", "workspaces", "monitoring",
+             "logs", "frontdoor")
 
 
 @dataclass
@@ -263,9 +264,11 @@ def cmd_plan(ctx: Context) -> int:
 
 
 def cmd_status(ctx: Context) -> int:
-    """Fleet table: GPUs, driver, reboot pending, Docker runtime, firewall, workspaces."""
+    """Fleet table: GPUs, driver, reboot pending, Docker runtime, firewall, workspaces and their live
+    use (from Prometheus when the inventory has a monitoring host)."""
     result = execute(ctx, read_only_request(ctx, "status.yml"), lambda r: render_reports(
-        r, ctx.out, "tflab status", ["gpus", "driver", "reboot", "docker_runtime", "firewall", "workspaces"]))
+        r, ctx.out, "tflab status",
+        ["gpus", "driver", "reboot", "docker_runtime", "firewall", "workspaces", "usage"]))
     return int(result.exit_code)
 
 

@@ -214,6 +214,13 @@ class TflabSettings(Strict):
     tflab_ca_dir: Annotated[str, AfterValidator(check_ca_dir)] | None = None
     # Networks no workspace may ever reach (BMCs, switches, the controller's management LAN).
     tflab_management_cidrs: list[Cidr] | None = None
+    # Monitoring and the central journal (the inventory groups tflab_monitoring and tflab_logs):
+    # who may scrape the nodes and upload journals (default: those hosts' own addresses), and the
+    # address others reach a host at when it is not ansible_host.
+    tflab_monitoring_cidrs: list[Cidr] | None = None
+    tflab_log_client_cidrs: list[Cidr] | None = None
+    tflab_metrics_address: HostName | None = None
+    tflab_log_address: HostName | None = None
 
     @field_validator("tflab_admin_cidrs")
     @classmethod

@@ -27,12 +27,14 @@ from ansible.errors import AnsibleFilterError
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # Accounts that exist in Debian/Ubuntu base images or on the hosts: a workspace named like one
 # would log in as that system account (the entrypoint keeps an existing account), or collide
-# with the admin. `tflab` refuses the same list (it calls these functions).
+# with the admin. `tflab` refuses the same list (it calls these functions). The monitoring and log
+# packages' accounts are also the front door's admin paths (/prometheus/, /alertmanager/).
 RESERVED_NAMES = frozenset({
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
     "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "systemd-network",
     "systemd-resolve", "systemd-timesync", "messagebus", "sshd", "syslog", "uuidd", "tcpdump", "tss",
     "landscape", "pollinate", "ubuntu", "debian", "admin", "docker", "tflab",
+    "prometheus", "alertmanager", "grafana", "systemd-journal-remote", "systemd-journal-upload",
 })
 MIN_UID = 1000
 PORT_KINDS = ("ssh", "jupyter")

@@ -74,6 +74,49 @@ def tflab_rules_allow(
     return False
 
 
+def _is_address(value: Any) -> bool:
+    try:
+        _address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def tflab_host_targets(hosts: Iterable[str] | None, hostvars: Mapping[str, Any],
+                       address_var: str = "tflab_metrics_address") -> list[dict[str, str]]:
+    """{name, address} per host for scrape and upload targets: address_var when the inventory
+    sets it, else ansible_host, else the inventory name."""
+    targets = []
+    for host in hosts or []:
+        hv = hostvars[host]
+        address = hv.get(address_var) or hv.get("ansible_host") or host
+        targets.append({"name": str(host), "address": str(address)})
+    return targets
+
+
+def tflab_host_cidrs(hosts: Iterable[str] | None, hostvars: Mapping[str, Any], setting: str,
+                     address_var: str = "tflab_metrics_address") -> list[str]:
+    """One /32 or /128 per host, for firewall sources: address_var or ansible_host when that is
+    an address, else the host's default IPv4 address from its facts. A host with neither fails
+    the run with the setting that names the sources by hand."""
+    cidrs: list[str] = []
+    for host in hosts or []:
+        hv = hostvars[host]
+        facts = hv.get("ansible_facts") or {}
+        candidates = [hv.get(address_var), hv.get("ansible_host"),
+                      (facts.get("default_ipv4") or {}).get("address")]
+        found = next((str(c) for c in candidates if c and _is_address(c)), None)
+        if found is None:
+            raise AnsibleFilterError(
+                f"cannot tell {host}'s address for the firewall (its ansible_host is a name and its "
+                f"facts have no default IPv4 address): set {setting} to the CIDRs it connects from, "
+                f"or {address_var} on {host}")
+        net = ipaddress.ip_network(str(_address(found)))
+        if str(net) not in cidrs:
+            cidrs.append(str(net))
+    return cidrs
+
+
 class FilterModule:
     """Registers the tflab_* address filters."""
 
@@ -82,4 +125,6 @@ class FilterModule:
             "tflab_cidrs": tflab_cidrs,
             "tflab_cidr_contains": tflab_cidr_contains,
             "tflab_rules_allow": tflab_rules_allow,
+            "tflab_host_targets": tflab_host_targets,
+            "tflab_host_cidrs": tflab_host_cidrs,
         }

@@ -100,6 +100,7 @@ def test_custom_bases() -> None:
         ([ws("alice", 1500)], "outside the allocatable range"),
         ([ws("Alice", 2001)], "must be a Linux user name"),
         ([ws("root", 2001)], "reserved"),
+        ([ws("prometheus", 2001)], "reserved"),  # the front door's /prometheus/ on a monitoring host
         ([{"name": "alice"}], "uid is required"),
         ([ws("alice", "x")], "must be an integer"),
         ([ws("alice", 2001, ssh_port=70000)], "not a valid port"),

@@ -84,4 +84,31 @@ def test_filter_module_registers_all_filters() -> None:
         "tflab_cidrs",
         "tflab_cidr_contains",
         "tflab_rules_allow",
+        "tflab_host_targets",
+        "tflab_host_cidrs",
     }
+
+
+HOSTVARS = {
+    "gpu01": {"ansible_host": "192.0.2.10"},
+    "gpu02": {"ansible_host": "gpu02.lab.example",
+              "ansible_facts": {"default_ipv4": {"address": "192.0.2.11"}}},
+    "mon": {"ansible_host": "mon.lab.example", "tflab_metrics_address": "2001:db8::5"},
+    "named": {"ansible_host": "named.lab.example"},
+    "bare": {},
+}
+
+
+def test_host_targets_prefer_the_metrics_address_then_ansible_host_then_the_name() -> None:
+    assert net.tflab_host_targets(["gpu01", "mon", "bare"], HOSTVARS) == [
+        {"name": "gpu01", "address": "192.0.2.10"},
+        {"name": "mon", "address": "2001:db8::5"},
+        {"name": "bare", "address": "bare"}]
+    assert net.tflab_host_targets(None, HOSTVARS) == []
+
+
+def test_host_cidrs_use_an_address_or_the_facts_and_name_the_setting_otherwise() -> None:
+    assert net.tflab_host_cidrs(["gpu01", "gpu02", "mon", "gpu01"], HOSTVARS, "tflab_monitoring_cidrs") == [
+        "192.0.2.10/32", "192.0.2.11/32", "2001:db8::5/128"]
+    with pytest.raises(net.AnsibleFilterError, match=r"named's address.*set tflab_monitoring_cidrs"):
+        net.tflab_host_cidrs(["named"], HOSTVARS, "tflab_monitoring_cidrs")

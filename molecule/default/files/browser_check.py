@@ -15,6 +15,11 @@ saved file holds that output. Works with notebook 7 (jupyter_server 2) and class
         --ca /root/lab-ca.crt --notebook tflab-browser-check.ipynb --expect 2.9.3 \
         --screenshot /tmp/alice.png
     browser_check.py --url https://lab.example/alice/ --ca /root/lab-ca.crt --expect-no-answer
+    browser_check.py --url https://mon.example/prometheus/consoles/tflab-overview.html \
+        --ca /root/lab-ca.crt --page-shows alice --page-shows bob --screenshot /tmp/overview.png
+
+--page-shows opens a page that needs no login (the admin's monitoring pages, reachable only from
+the admin CIDRs) and waits until its rendered text holds every given string.
 
 Exit codes: 0 check passed; 1 check failed (one line "FAIL: reason" on stderr; a screenshot is
 still written if a page was open); 2 usage or local set-up error (missing file, certutil failed).
@@ -82,6 +87,7 @@ class Args:
     expect: str
     screenshot: Path | None
     expect_no_answer: bool
+    page_shows: tuple[str, ...]
     no_answer_timeout: float
     run_timeout: float
     window: tuple[int, int]
@@ -101,6 +107,8 @@ def parse_args(argv: list[str]) -> Args:
         action="store_true",
         help="pass only if the page gets no answer (refused, timed out, reset)",
     )
+    p.add_argument("--page-shows", action="append", default=[], metavar="TEXT",
+                   help="no login: pass once the page's rendered text holds TEXT (repeatable)")
     p.add_argument("--no-answer-timeout", type=float, default=15.0, help="seconds (default 15)")
     p.add_argument(
         "--run-timeout",
@@ -113,7 +121,7 @@ def parse_args(argv: list[str]) -> Args:
     if not a.url.endswith("/"):
         a.url += "/"
     secret = None
-    if not a.expect_no_answer:
+    if not a.expect_no_answer and not a.page_shows:
         source = a.password_file or a.token_file
         if source is None:
             p.error("--token-file or --password-file is needed (unless --expect-no-answer)")
@@ -127,6 +135,7 @@ def parse_args(argv: list[str]) -> Args:
         a.expect,
         a.screenshot,
         a.expect_no_answer,
+        tuple(a.page_shows),
         a.no_answer_timeout,
         a.run_timeout,
         (int(w), int(h)),
@@ -238,6 +247,22 @@ def check_no_answer(driver: WebDriver, a: Args) -> str:
         # A TLS or HTTP-level error means a server answered; a DNS error proves nothing.
         raise CheckFailed(f"{a.url} failed with {err}, which is not 'no answer'")
     return f"no answer from {a.url} as expected ({err}, {took:.1f} s)"
+
+
+def check_page_shows(driver: WebDriver, a: Args) -> str:
+    driver.set_page_load_timeout(60)
+    err = load(driver, a.url)
+    if err is not None:
+        raise CheckFailed(f"{a.url} did not load: {err}")
+
+    def missing() -> list[str]:
+        text = driver.find_element(By.TAG_NAME, "body").text
+        return [t for t in a.page_shows if t not in text]
+
+    # Graphs and tables may fill in after the page loads (the console libraries query the API).
+    wait_for(lambda: not missing() or None, a.run_timeout,
+             f"{a.url} to show {', '.join(a.page_shows)}")
+    return f"{a.url} shows {', '.join(a.page_shows)} (title {driver.title!r})"
 
 
 def login(driver: WebDriver, a: Args) -> None:
@@ -488,6 +513,8 @@ def run(a: Args) -> str:
         driver = start_browser(home, a)
         if a.expect_no_answer:
             return check_no_answer(driver, a)
+        if a.page_shows:
+            return check_page_shows(driver, a)
         login(driver, a)
         create_notebook(driver, a)
         flavour = open_notebook(driver, a)
