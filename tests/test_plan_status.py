@@ -168,6 +168,14 @@ def test_status_json_matches_the_host_and_its_workspace(tflab: Tflab, demo: Demo
     assert report["driver"] == "installed none, loaded none"
     assert report["reboot"] == "none"
     assert report["host"] == "127.0.0.1"
+    # No monitoring or log host in the demo's inventory: none of that is installed, no live use.
+    assert report["usage"] == ["no monitoring host"] and report["usage_details"] == {}
+    installed = on_host("dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\\n", "prometheus*",
+                        "systemd-journal-remote", "stunnel4")
+    assert not [ln for ln in installed.stdout.splitlines() if ln.split()[1:2] == ["ii"]], installed.stdout
+    units = on_host("systemctl", "list-unit-files", "--no-legend", "tflab-node-metrics*",
+                    "systemd-journal-upload*")
+    assert units.stdout.strip() == "", units.stdout
 
 
 def test_status_names_a_firewall_rule_file_that_does_not_load(tflab: Tflab, demo: Demo) -> None:

@@ -125,7 +125,9 @@ def test_the_thresholds_follow_the_variables(tmp_path: Path, variable: str, valu
      "monitoring_server_dcgm_targets": [{"name": "gpu-a", "address": "gpu-a.lab"}],
      "monitoring_server_external_labels": {"lab": "gpu-lab-1"}, "monitoring_server_scrape_interval": "5s",
      "monitoring_server_scrape_timeout": "4s"},
-], ids=["defaults", "targets-dcgm-ipv6"])
+    # A short interval with the default (empty) timeout: Prometheus then times out at the interval.
+    {"monitoring_server_scrape_interval": "5s"},
+], ids=["defaults", "targets-dcgm-ipv6", "short-interval"])
 def test_prometheus_config_passes_promtool(rules: Path, tmp_path: Path, overrides: dict[str, object]) -> None:
     config = render(ROLE / "templates" / "prometheus.yml.j2", tmp_path / "prometheus.yml",
                     monitoring_server_rules_path=str(rules), **overrides)
