@@ -24,6 +24,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TFLAB = [sys.executable, "-m", "tflab_provision.cli"]
+# The accelerator the sandbox-host tests run tflab with (tflab_provision/accelerator.py): Mitogen
+# unless TFLAB_TEST_ACCELERATOR says otherwise. The Molecule scenarios run plain ansible-playbook,
+# and tests/test_accelerator.py compares the two paths task by task on the full site.yml.
+TEST_ACCELERATOR = os.environ.get("TFLAB_TEST_ACCELERATOR", "mitogen")
 
 
 @dataclass
@@ -31,14 +35,19 @@ class Tflab:
     """Runs `tflab` with a private state dir, as a user would."""
 
     state_dir: Path
+    accelerator: str = TEST_ACCELERATOR
 
     def argv(self, *args: str) -> list[str]:
         return [*TFLAB, *args, "--state-dir", str(self.state_dir)]
 
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of every tflab this test runs (the accelerator's setting included)."""
+        return {**os.environ, "TFLAB_ACCELERATOR": self.accelerator, **(extra or {})}
+
     def run(self, *args: str, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout, check=False, env={**os.environ, **(env or {})})
+                              timeout=timeout, check=False, env=self.env(env))
 
     def run_json(self, *args: str, timeout: float = 600,
                  env: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:

@@ -108,7 +108,7 @@ class FaultLab:
 
     def start(self, vars_file: Path, *more: str) -> LiveRun:
         return LiveRun(self, subprocess.Popen(
-            self.tflab.argv(*self.args(vars_file, *more), "--json"), cwd=ROOT,
+            self.tflab.argv(*self.args(vars_file, *more), "--json"), cwd=ROOT, env=self.tflab.env(),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
             before={p.name for p in (self.tflab.state_dir / "runs").iterdir()})
 
@@ -182,6 +182,7 @@ def lab(tflab: Tflab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faul
     fault_lab = FaultLab(tflab, Path(proc.stdout.strip()), workdir)
     rc, result = fault_lab.apply(workspace_vars(workdir / "base.yml"))
     assert rc == 0, result["failures"]
+    assert result["accelerator"] == tflab.accelerator  # the accelerator asked for really ran
     assert container_state()["status"] == "running"
     yield fault_lab
     tflab.run("sandbox", "down", "--prefix", "tflab-fault")

@@ -1,6 +1,13 @@
 """Molecule scenarios (create, converge, idempotence, verify, destroy) as pytest cases.
 
 Each scenario's full log goes to .molecule-logs/<scenario>.log; a failure shows its tail.
+The steps are the scenario's own test_sequence, run one `molecule <step>` at a time (as `molecule
+test` does), so that the role scenarios can run converge, idempotence and verify through the
+accelerator (Mitogen, tflab_provision/accelerator.py): most of their time is no-op and verify
+tasks, where it saves the most. `default` (the whole site.yml), `firewall` (which restarts its
+host) and `gpu-driver` (a DKMS build) run plain ansible-playbook, as most admins run it; tests/test_accelerator.py compares the two
+paths task by task. Create and destroy always run plain: the Docker driver's async tasks never
+finish under Mitogen (docs/facts.md). TFLAB_TEST_ACCELERATOR=none runs every step plain.
 """
 
 from __future__ import annotations
@@ -12,18 +19,40 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import ROOT
+from tflab_provision import accelerator
+
+from conftest import ROOT, TEST_ACCELERATOR
 
 pytestmark = [pytest.mark.molecule, pytest.mark.testbed, pytest.mark.slow]
 
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-# With pytest-xdist (`-n 2 --dist loadgroup`, .ci/run's Molecule tier) the scenarios run on two
+# With pytest-xdist (`-n 3 --dist loadgroup`, .ci/run's test-bed tier) the scenarios run on two
 # workers, in two groups of about equal length: the long lab scenario with the short docker one,
 # the workspace scenario with the firewall and driver ones. Each scenario has its own container
 # names and subnets, so two can share the engine.
 WORKER_GROUPS = {"default": "lab", "docker": "lab", "workspace": "roles", "firewall": "roles",
                  "gpu-driver": "roles"}
+# Not `firewall`: its verify restarts the lab host's container, and Mitogen's connection to it
+# does not come back (wait_for_connection: "a Broker that has already exited", 2026-12-02).
+ACCELERATED_SCENARIOS = {"docker", "workspace"}
+ACCELERATED_STEPS = {"converge", "idempotence", "verify"}
+STEP_TIMEOUT_S = 2400
+
+
+def steps_of(scenario: str) -> list[str]:
+    config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
+    return list(config["scenario"]["test_sequence"])
+
+
+def accelerator_env(scenario: str) -> dict[str, str]:
+    """The accelerator's settings for the steps that use it ({} when the scenario runs plain)."""
+    if scenario not in ACCELERATED_SCENARIOS or TEST_ACCELERATOR == "none":
+        return {}
+    accel = accelerator.resolve(TEST_ACCELERATOR)
+    assert accel.active, f"TFLAB_TEST_ACCELERATOR={TEST_ACCELERATOR}: {accel.note}"
+    return dict(accel.envvars)
 
 
 @pytest.mark.parametrize("scenario", [
@@ -34,10 +63,28 @@ def test_scenario(scenario: str) -> None:
     log_path = logs / f"{scenario}.log"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1"}
+    fast = accelerator_env(scenario)
     started = time.monotonic()
+    failed_step = None
     with log_path.open("w") as log:
-        proc = subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, check=False, timeout=2400)
-    print(f"molecule {scenario}: rc={proc.returncode} in {time.monotonic() - started:.0f} s")
+        for step in steps_of(scenario):
+            accelerated = bool(fast) and step in ACCELERATED_STEPS
+            step_env = {**env, **fast} if accelerated else env
+            note = " (accelerator: mitogen)" if accelerated else ""
+            log.write(f"tflab: === molecule {step} -s {scenario}{note}\n")
+            log.flush()
+            t0 = time.monotonic()
+            proc = subprocess.run(["molecule", step, "-s", scenario], cwd=ROOT, env=step_env, stdout=log,
+                                  stderr=subprocess.STDOUT, check=False, timeout=STEP_TIMEOUT_S)
+            log.write(f"tflab: === molecule {step}: rc={proc.returncode} in {time.monotonic() - t0:.0f} s\n")
+            log.flush()
+            if proc.returncode != 0:
+                failed_step = step
+                break
+        if failed_step is not None:  # as `molecule test` does: never leave the instances behind
+            subprocess.run(["molecule", "destroy", "-s", scenario], cwd=ROOT, env=env, stdout=log,
+                           stderr=subprocess.STDOUT, check=False, timeout=600)
+    print(f"molecule {scenario}: {'ok' if failed_step is None else 'failed at ' + failed_step} "
+          f"in {time.monotonic() - started:.0f} s")
     tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-120:])
-    assert proc.returncode == 0, f"molecule test -s {scenario} failed; log {log_path}:\n{tail}"
+    assert failed_step is None, f"molecule {failed_step} -s {scenario} failed; log {log_path}:\n{tail}"

@@ -52,7 +52,7 @@ def demo(tflab: Tflab) -> Iterator[Demo]:
     venv = os.environ.get("TFLAB_VENV") or str(Path(sys.executable).parent.parent)
     proc = subprocess.run([str(ROOT / "scripts" / "dev"), "demo", "--state-dir", str(tflab.state_dir)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False,
-                          env={**os.environ, "TFLAB_VENV": venv})
+                          env=tflab.env({"TFLAB_VENV": venv}))
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
     ssh = re.search(r"^\s*(ssh -p \d+ -i \S+ demo@127\.0\.0\.1)$", out, re.M)

@@ -61,7 +61,8 @@ def ansible_processes(marker: str) -> list[str]:
 def test_sigint_cancels_cleanly_and_reports_what_finished(tflab: Tflab, sandbox_fleet: Path) -> None:
     proc = subprocess.Popen(tflab.argv("apply", "-i", str(sandbox_fleet), "--limit", "tflab-pt-1",
                                        "--playbook", "tests/playbooks/slow.yml", "--json"),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=tflab.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the long task is running on the host
         if subprocess.run(["pgrep", "-fx", "sleep 117"], capture_output=True).returncode == 0:

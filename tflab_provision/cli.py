@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,7 +21,8 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 
-from . import ca, sandbox
+from . import accelerator, ca, sandbox
+from .accelerator import Accelerator
 from .events import RunProgress, render_progress
 from .inventory import (
     InventoryInvalid,
@@ -51,6 +53,10 @@ class Context:
     state: StateDir
     out: Console
     err: Console
+    accelerator: Accelerator = field(default_factory=Accelerator)
+
+    def runner(self) -> PlaybookRunner:
+        return PlaybookRunner(self.project, self.state, self.accelerator)
 
 
 Handler = Callable[[Context], int]
@@ -140,7 +146,7 @@ def execute(ctx: Context, request: RunRequest,
             url_bases: Mapping[str, str] | None = None) -> RunResult:
     """Run a playbook with the live view (on a terminal) and print the outcome."""
     request = with_ca_dir(ctx, request)
-    runner = PlaybookRunner(ctx.project, ctx.state)
+    runner = ctx.runner()
     title = f"tflab · {request.playbook}"
     with cancellation() as cancel:
         if ctx.err.is_terminal and not ctx.args.json:
@@ -355,7 +361,7 @@ def reveal_jupyter_secret(ctx: Context, host: str, name: str) -> str:
                          limit=host, extra_vars={"tflab_secret_workspace": name,
                                                  "tflab_secret_dest": str(local)},
                          **_vars_and_vault(ctx))
-    result = PlaybookRunner(ctx.project, ctx.state).run(request, threading.Event())
+    result = ctx.runner().run(request, threading.Event())
     if result.exit_code != ExitCode.OK or not local.exists():
         messages = "; ".join(f.message for f in result.failures) or "no token file on the host"
         raise ConfigError(f"could not read the Jupyter secret of {name} on {host}: {messages}")
@@ -647,6 +653,9 @@ def global_options() -> argparse.ArgumentParser:
     p.add_argument("--project-dir", type=Path, default=None,
                    help="a tflab-provision checkout or the tflab.provision collection "
                         "(default: this checkout, else the collection installed with tflab)")
+    p.add_argument("--accelerator", choices=accelerator.CHOICES, default=None,
+                   help=f"run tasks through Mitogen (pip install 'tflab-provision[fast]'); "
+                        f"default ${accelerator.ENV}, else none")
     return p
 
 
@@ -768,9 +777,15 @@ def main(argv: list[str] | None = None) -> int:
     # No emoji codes: a fingerprint (…:AB:…) or an IPv6 address (fd00::ab:1) would lose characters.
     err = Console(stderr=True, soft_wrap=True, emoji=False)
     try:
+        try:
+            accel = accelerator.resolve(getattr(args, "accelerator", None), environ=os.environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if accel.note:
+            err.print(f"[yellow]note:[/yellow] {accel.note}")
         ctx = Context(args=args, project=Project.locate(args.project_dir),
                       state=StateDir(args.state_dir or default_state_dir()),
-                      out=Console(soft_wrap=True, emoji=False), err=err)
+                      out=Console(soft_wrap=True, emoji=False), err=err, accelerator=accel)
         handler: Handler = args.handler
         return handler(ctx)
     except ConfigError as exc:

@@ -79,6 +79,8 @@ class RunResult(BaseModel):
     workspace_urls: dict[str, dict[str, str]] = Field(default_factory=dict)
     # The lab CA users trust those URLs with (`tflab ca show`), when it exists.
     ca_fingerprint: str | None = None
+    # How tasks reached the hosts: "mitogen" (tflab_provision/accelerator.py) or "none".
+    accelerator: str = "none"
     rc: int | None = None
 
     def failed_hosts(self) -> list[str]:

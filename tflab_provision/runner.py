@@ -26,6 +26,7 @@ from typing import Any
 
 import ansible_runner
 
+from .accelerator import Accelerator
 from .events import Event, RunProgress, drain, worth_writing
 from .report import RunResult, TaskFailure, exit_code_for
 from .state import StateDir
@@ -210,7 +211,8 @@ def write_runner_settings(run_dir: Path) -> None:
     (env / "settings").write_text(json.dumps({"pexpect_timeout": CANCEL_POLL_S}))
 
 
-def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_dir: Path) -> dict[str, Any]:
+def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_dir: Path,
+                  accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Every keyword handed to ansible_runner.run_async, and nothing else."""
     validate_request(request, project, state)
     envvars = {
@@ -223,6 +225,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         # ansible-playbook from the same environment as this package, even when not on PATH.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         **project.envvars(),
+        **(accelerator.envvars if accelerator else {}),
     }
     return {
         "private_data_dir": str(run_dir),
@@ -230,7 +233,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         "playbook": str(project.playbook(request.playbook)),
         "inventory": [str(p.resolve()) for p in request.inventories],
         "cmdline": shlex.join(ansible_args(request)),
-        "extravars": dict(request.extra_vars) or None,
+        "extravars": {**request.extra_vars, **(accelerator.extra_vars if accelerator else {})} or None,
         "envvars": envvars,
         "suppress_env_files": True,
         "quiet": True,
@@ -247,6 +250,7 @@ class PlaybookRunner:
 
     project: Project
     state: StateDir
+    accelerator: Accelerator = field(default_factory=Accelerator)
 
     def run(
         self,
@@ -256,7 +260,7 @@ class PlaybookRunner:
     ) -> RunResult:
         validate_request(request, self.project, self.state)
         run_dir = self.state.new_run_dir(Path(request.playbook).stem)
-        kwargs = runner_kwargs(request, self.project, self.state, run_dir)
+        kwargs = runner_kwargs(request, self.project, self.state, run_dir, self.accelerator)
         write_runner_settings(run_dir)
         events: queue.Queue[Event] = queue.Queue()
         progress = RunProgress()
@@ -292,6 +296,7 @@ class PlaybookRunner:
             batches=[b for b in progress.batches if b],
             changes=progress.changes,
             reports=progress.reports,
+            accelerator=self.accelerator.name,
             rc=rc,
         )
         if status == "failed" and not progress.hosts:

@@ -139,6 +139,8 @@ class SandboxHost:
     name: str
     ssh_port: int
     address: str | None = None
+    # Its sshd's Ed25519 public key ("ssh-ed25519 AAAA..."), read through the Docker engine.
+    host_key: str = ""
 
 
 @dataclass
@@ -310,7 +312,8 @@ def start_host(
         f"chown {ADMIN_USER}: {home}/.ssh/authorized_keys && chmod 0600 {home}/.ssh/authorized_keys"
     )
     docker.run("exec", "-i", name, "sh", "-c", script, stdin=public_key.encode())
-    return SandboxHost(name=name, ssh_port=published_port(docker, name), address=address)
+    host_key = " ".join(docker.run("exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()[:2])
+    return SandboxHost(name=name, ssh_port=published_port(docker, name), address=address, host_key=host_key)
 
 
 def remove_host(docker: Docker, name: str) -> None:
@@ -334,14 +337,21 @@ def inventory_path(state_dir: Path, prefix: str) -> Path:
 
 
 def write_inventory(state_dir: Path, prefix: str, hosts: Sequence[SandboxHost], key: Path) -> Path:
-    """An Ansible inventory for sandbox hosts: SSH to the published port as the admin user."""
+    """An Ansible inventory for sandbox hosts: SSH to the published port as the admin user, with
+    each host's key pinned in the state dir's known_hosts (read through the engine, never trusted
+    on first use; Mitogen's SSH, the accelerator's, insists on known keys)."""
     known_hosts = state_dir / "sandbox" / "known_hosts"
     for host in hosts:
         # A recreated container reuses a port with new host keys: forget the old ones.
         if known_hosts.exists():
             subprocess.run(["ssh-keygen", "-q", "-R", f"[127.0.0.1]:{host.ssh_port}",
                             "-f", str(known_hosts)], capture_output=True, check=False)
-    ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new "
+    with known_hosts.open("a") as pinned:
+        for host in hosts:
+            if host.host_key:
+                pinned.write(f"[127.0.0.1]:{host.ssh_port} {host.host_key}\n")
+    known_hosts.chmod(0o600)
+    ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
                 "-o IdentitiesOnly=yes")
     inventory = {
         "all": {
