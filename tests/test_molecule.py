@@ -5,9 +5,10 @@ The steps are the scenario's own test_sequence, run one `molecule <step>` at a t
 test` does), so that the role scenarios can run converge, idempotence and verify through the
 accelerator (Mitogen, tflab_provision/accelerator.py): most of their time is no-op and verify
 tasks, where it saves the most. `default` (the whole site.yml), `firewall` (which restarts its
-host) and `gpu-driver` (a DKMS build) run plain ansible-playbook, as most admins run it; tests/test_accelerator.py compares the two
-paths task by task. Create and destroy always run plain: the Docker driver's async tasks never
-finish under Mitogen (docs/facts.md). TFLAB_TEST_ACCELERATOR=none runs every step plain.
+host) and `gpu-driver` (a DKMS build) run plain ansible-playbook, as most admins run it;
+tests/test_accelerator.py compares the two paths task by task. Create and destroy always run
+plain: the Docker driver's async tasks never finish under Mitogen (docs/facts.md).
+TFLAB_TEST_ACCELERATOR=none runs every step plain.
 """
 
 from __future__ import annotations
