@@ -25,8 +25,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TFLAB = [sys.executable, "-m", "tflab_provision.cli"]
 # The accelerator the sandbox-host tests run tflab with (tflab_provision/accelerator.py): Mitogen
-# unless TFLAB_TEST_ACCELERATOR says otherwise. The Molecule scenarios run plain ansible-playbook,
-# and tests/test_accelerator.py compares the two paths task by task on the full site.yml.
+# unless TFLAB_TEST_ACCELERATOR says otherwise. tests/test_molecule.py says which scenarios use it;
+# tests/test_accelerator.py compares the two paths task by task on the full site.yml.
 TEST_ACCELERATOR = os.environ.get("TFLAB_TEST_ACCELERATOR", "mitogen")
 
 

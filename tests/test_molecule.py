@@ -53,6 +53,11 @@ def accelerator_env(scenario: str) -> dict[str, str]:
         return {}
     accel = accelerator.resolve(TEST_ACCELERATOR)
     assert accel.active, f"TFLAB_TEST_ACCELERATOR={TEST_ACCELERATOR}: {accel.note}"
+    # tflab passes accel.extra_vars with -e; molecule's idempotence and verify take no -e, so the
+    # scenario's inventory holds the same values: they must not drift apart.
+    config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
+    inventory_vars = config["provisioner"]["inventory"]["group_vars"]["all"]
+    assert {k: inventory_vars.get(k) for k in accel.extra_vars} == dict(accel.extra_vars), scenario
     return dict(accel.envvars)
 
 

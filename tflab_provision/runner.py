@@ -215,6 +215,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
                   accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Every keyword handed to ansible_runner.run_async, and nothing else."""
     validate_request(request, project, state)
+    accelerator = accelerator or Accelerator()
     envvars = {
         "ANSIBLE_CONFIG": str(project.ansible_cfg),
         # ansible-runner turns host key checking off unless told; keep Ansible's (safe) default.
@@ -225,7 +226,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         # ansible-playbook from the same environment as this package, even when not on PATH.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         **project.envvars(),
-        **(accelerator.envvars if accelerator else {}),
+        **accelerator.envvars,
     }
     return {
         "private_data_dir": str(run_dir),
@@ -233,7 +234,7 @@ def runner_kwargs(request: RunRequest, project: Project, state: StateDir, run_di
         "playbook": str(project.playbook(request.playbook)),
         "inventory": [str(p.resolve()) for p in request.inventories],
         "cmdline": shlex.join(ansible_args(request)),
-        "extravars": {**request.extra_vars, **(accelerator.extra_vars if accelerator else {})} or None,
+        "extravars": {**request.extra_vars, **accelerator.extra_vars} or None,
         "envvars": envvars,
         "suppress_env_files": True,
         "quiet": True,
