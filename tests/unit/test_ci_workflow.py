@@ -15,12 +15,16 @@ JOBS = WORKFLOW["jobs"]
 
 
 def ci_tiers() -> dict[str, list[str]]:
-    """.ci/run's `tier NAME COMMAND...` lines, as argument lists (shell expansions dropped)."""
+    """.ci/run's `tier NAME COMMAND...` and `tier_run NAME COMMAND...` lines (a tier run beside
+    another), as argument lists (continuation lines joined, shell expansions and redirections dropped)."""
     tiers = {}
-    for line in (ROOT / ".ci" / "run").read_text().splitlines():
-        if line.startswith("tier "):
-            words = shlex.split(re.sub(r"\$\{[^}]*\}", "", line))
-            tiers[words[1]] = words[2:]
+    script = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
+    for line in script.splitlines():
+        line = line.strip()
+        if line.startswith(("tier ", "tier_run ")) and not line.startswith("tier_run() "):
+            words = shlex.split(re.sub(r"\$\{[^}]*\}|[0-9]?>\S*|&$", "", line))
+            if not words[1].startswith("$"):  # not tier()'s own call of tier_run
+                tiers[words[1]] = words[2:]
     return tiers
 
 
@@ -34,7 +38,9 @@ def marker_of(argv: list[str]) -> str:
 
 def test_every_tier_of_ci_run_has_its_job() -> None:
     tiers = ci_tiers()
-    assert set(tiers) == {"unit", "package", "testbed"}, tiers
+    assert set(tiers) == {"setup", "unit", "package", "testbed"}, tiers
+    # Every job's scripts/dev test runs the same set-up itself.
+    assert "scripts/dev setup" in tiers["setup"][-1]
     assert tiers["unit"][0] == ".ci/fresh-rootfs-check" and "bookworm" in tiers["unit"]
     assert "--suite \"${{ matrix.os.suite }}\"" in job_commands(JOBS["fresh-rootfs"])
     suites = {os_["suite"] for os_ in JOBS["fresh-rootfs"]["strategy"]["matrix"]["os"]}
