@@ -223,6 +223,21 @@ def alternate(rounds: int, arms: Mapping[str, Callable[[], Run]], *, warmup: boo
     return results
 
 
+def slope(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line through (xs, ys): (slope, intercept). Needs two distinct xs."""
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ValueError("a slope needs at least two distinct x values, one y each")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return k, my - k * mx
+
+
+def tasks_run(counts: Mapping[str, int]) -> int:
+    """Tasks a host went through, from its recap counts (ok holds changed and ignored ones too)."""
+    return sum(int(counts.get(k, 0)) for k in ("ok", "skipped", "failed"))
+
+
 def walls(runs: Sequence[Run]) -> list[float]:
     return [round(r.wall_s, 3) for r in runs]
 

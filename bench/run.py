@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -46,17 +47,22 @@ from benchlib import (
     project_info,
     ratio,
     run_timed,
+    slope,
+    tasks_run,
     total,
     venv_bin,
     walls,
     write_results,
 )
+from latency_proxy import LatencyProxy, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PREFIX = "tflab-bench"
-BENCHES = ("reprovision", "wrapper", "fleet", "tuning", "controller")
+BENCHES = ("reprovision", "wrapper", "accelerator", "fleet", "tuning", "latency", "controller")
 FLEET_SIZES = (1, 2, 4, 8)
+LATENCIES_MS = (0, 1, 10)
+PROJECTED_FLEET = 50  # hosts, for the fleet figure's projection of a no-op site.yml
 LOCAL_HOSTS = 200
 
 console = Console(stderr=True, soft_wrap=True)
@@ -105,6 +111,7 @@ class Bench:
     inventory: Path | None = None
     converged: set[str] = field(default_factory=set)
     bin: Path = field(default_factory=venv_bin)
+    site_noop_tasks: int | None = None  # tasks a host runs in a no-op site.yml, once measured
 
     # --- how each side is run -------------------------------------------------------------
 
@@ -117,9 +124,9 @@ class Bench:
 
     def tflab(self, label: str, playbook: str, inventories: Sequence[str], limit: str | None,
               sampler: Callable[[int], TreeSampler] | None = None,
-              wrap_rss: Path | None = None) -> Run:
+              wrap_rss: Path | None = None, accelerator: str = "none") -> Run:
         argv = [str(self.bin / "tflab"), "apply", "--playbook", playbook, *inventories,
-                "--json", "--state-dir", str(self.state)]
+                "--json", "--state-dir", str(self.state), "--accelerator", accelerator]
         if limit:
             argv += ["--limit", limit]
         if wrap_rss:
@@ -242,8 +249,8 @@ def bench_reprovision(b: Bench) -> list[Figure]:
         expect_noop(noop)
         noops.append(noop)
     t_cold, t_noop = median(walls(colds)), median(walls(noops))
-    counts = noops[0].hosts[cold_hosts[0]]
-    tasks = counts.get("ok", 0) + counts.get("skipped", 0) + counts.get("failed", 0)
+    tasks = tasks_run(noops[0].hosts[cold_hosts[0]])
+    b.site_noop_tasks = tasks
     per_task = t_noop / tasks if tasks else float("nan")
     changed = [total(r.hosts, "changed") for r in noops]
     fig = Figure("reprovision", "2. Re-provision: no-op ÷ cold site.yml", ratio(t_noop, t_cold), 0.10,
@@ -285,39 +292,166 @@ def wrapper_figure(b: Bench, playbook: str, key: str, hosts: list[str]) -> Figur
 
 
 def bench_fleet(b: Bench) -> list[Figure]:
-    """3. A no-op run on 1, 2, 4 and 8 sandbox hosts, through tflab.
+    """3. A no-op run on 1, 2, 4 and 8 sandbox hosts, through tflab, without and with the accelerator.
 
-    The default workload is bench/playbooks/noop.yml: the converged site.yml on 8 hosts that
-    share the controller's 2 cores takes minutes a run (--fleet-playbook site.yml measures it).
+    The sandbox hosts share the controller's cores, so wall time measures controller and hosts
+    together; the controller's own cost is its CPU (the hosts' module work runs in containers, not
+    in the controller's process tree), and its marginal cost per added host-task is the slope of
+    that CPU over hosts x tasks. The default workload is bench/playbooks/noop.yml: the converged
+    site.yml on 8 hosts that share 2 cores takes minutes a run (--fleet-playbook site.yml).
     """
     playbook = b.args.fleet_playbook
     hosts = b.hosts(max(FLEET_SIZES))
     if playbook == "site.yml":
         b.converge(hosts)
     rounds = max(2, b.rounds - 2) if not b.args.quick else 2
-    say(f"fleet scaling: no-op {playbook} on {FLEET_SIZES} hosts, {rounds} rounds")
-    expect_noop(b.tflab("warm-up", playbook, b.sandbox_inventories(), ",".join(hosts)))
-    samples: dict[int, list[float]] = {n: [] for n in FLEET_SIZES}
-    cpu: dict[int, list[float]] = {n: [] for n in FLEET_SIZES}
+    sides = ("none", "mitogen")
+    say(f"fleet scaling: no-op {playbook} on {FLEET_SIZES} hosts, {' and '.join(sides)}, {rounds} rounds")
+    for side in sides:
+        expect_noop(b.tflab(f"warm-up {side}", playbook, b.sandbox_inventories(), ",".join(hosts),
+                            accelerator=side))
+    samples: dict[str, dict[int, list[float]]] = {side: {n: [] for n in FLEET_SIZES} for side in sides}
+    cpu: dict[str, dict[int, list[float]]] = {side: {n: [] for n in FLEET_SIZES} for side in sides}
+    tasks = 0
     for index in range(rounds):
         order = FLEET_SIZES if index % 2 == 0 else tuple(reversed(FLEET_SIZES))
         for n in order:
-            run = b.tflab(f"fleet {n}", playbook, b.sandbox_inventories(), ",".join(hosts[:n]))
-            expect_noop(run)
-            samples[n].append(round(run.wall_s, 3))
-            cpu[n].append(round(run.cpu_s, 3))
-            say(f"  round {index + 1}/{rounds} {n} host(s): {run.wall_s:.2f} s, "
-                f"controller CPU {run.cpu_s:.1f} s")
-    med = {n: median(v) for n, v in samples.items()}
-    med_cpu = {n: median(v) for n, v in cpu.items()}
-    fig = Figure("fleet", f"3. Fleet: T(8) ÷ T(1), no-op {Path(playbook).name}", ratio(med[8], med[1]), 2.0,
-                 measured=" · ".join(f"{n}: {med[n]:.1f} s" for n in FLEET_SIZES)
-                 + f"; controller CPU 1 host {med_cpu[1]:.1f} s, 8 hosts {med_cpu[8]:.1f} s",
-                 note=f"no-op {playbook} via tflab; the hosts share the controller's "
-                      f"{os.cpu_count()} cores",
-                 detail={"samples_s": {str(n): v for n, v in samples.items()},
-                         "controller_cpu_s": {str(n): v for n, v in cpu.items()}})
-    return [fig.judge()]
+            for side in (sides if (index + n) % 2 == 0 else tuple(reversed(sides))):
+                run = b.tflab(f"fleet {n} {side}", playbook, b.sandbox_inventories(), ",".join(hosts[:n]),
+                              accelerator=side)
+                expect_noop(run)
+                tasks = tasks_run(run.hosts[hosts[0]])
+                samples[side][n].append(round(run.wall_s, 3))
+                cpu[side][n].append(round(run.cpu_s, 3))
+                say(f"  round {index + 1}/{rounds} {n} host(s) {side}: {run.wall_s:.2f} s, "
+                    f"controller CPU {run.cpu_s:.1f} s")
+    med = {side: {n: median(v) for n, v in per.items()} for side, per in samples.items()}
+    med_cpu = {side: {n: median(v) for n, v in per.items()} for side, per in cpu.items()}
+    lines = {side: slope([n * tasks for n in FLEET_SIZES], [med_cpu[side][n] for n in FLEET_SIZES])
+             for side in sides}
+    walls_text = {side: " · ".join(f"{n}: {med[side][n]:.1f} s" for n in FLEET_SIZES) for side in sides}
+    scaling = Figure(
+        "fleet", f"3. Fleet: T(8) ÷ T(1), no-op {Path(playbook).name}",
+        ratio(med["none"][8], med["none"][1]), 2.0,
+        measured=f"{walls_text['none']} (mitogen {walls_text['mitogen']})",
+        note=f"no-op {playbook} via tflab; the hosts share the controller's {os.cpu_count()} cores",
+        detail={"samples_s": {side: {str(n): v for n, v in per.items()} for side, per in samples.items()},
+                "controller_cpu_s": {side: {str(n): v for n, v in per.items()} for side, per in cpu.items()},
+                "tasks_per_host": tasks}).judge()
+    k_fast, c_fast = lines["mitogen"]
+    k_plain, c_plain = lines["none"]
+    projection = ""
+    if b.site_noop_tasks:
+        host_tasks = PROJECTED_FLEET * b.site_noop_tasks
+        cpu_fast, cpu_plain = c_fast + k_fast * host_tasks, c_plain + k_plain * host_tasks
+        cores = os.cpu_count() or 1
+        projection = (f"; projected no-op site.yml on {PROJECTED_FLEET} hosts ({b.site_noop_tasks} tasks "
+                      f"each): controller CPU {cpu_fast:.0f} s with mitogen (at least "
+                      f"{cpu_fast / 60 / cores:.1f} min on {cores} cores), {cpu_plain:.0f} s without")
+    marginal = Figure(
+        "fleet_marginal_cpu",
+        f"3b. Fleet: controller CPU per added host-task, mitogen ({Path(playbook).name})",
+        k_fast, 0.02, unit="s",
+        measured=f"{k_fast:.4f} s with mitogen, {k_plain:.4f} s without (least squares over 1-8 hosts x "
+                 f"{tasks} tasks){projection}",
+        detail={"slope_s": {side: round(k, 5) for side, (k, _) in lines.items()},
+                "intercept_s": {side: round(c, 3) for side, (_, c) in lines.items()}}).judge()
+    return [scaling, marginal]
+
+
+def bench_accelerator(b: Bench) -> list[Figure]:
+    """No-op site.yml through tflab with the accelerator (Mitogen) and without it, 1 host.
+
+    Both sides must report the same ok/changed/skipped counts: it changes how tasks reach the
+    host, never what they do.
+    """
+    host = b.hosts(1)
+    b.converge(host)
+    say(f"accelerator: no-op site.yml on {host[0]}, mitogen vs none, {b.rounds} rounds")
+    runs = alternate(b.rounds, {
+        "mitogen": lambda: b.tflab("mitogen", "site.yml", b.sandbox_inventories(), host[0],
+                                   accelerator="mitogen"),
+        "none": lambda: b.tflab("none", "site.yml", b.sandbox_inventories(), host[0]),
+    }, check=expect_noop, progress=say)
+    counts = {side: [r.hosts[host[0]] for r in rs] for side, rs in runs.items()}
+    same = all(c == counts["none"][0] for cs in counts.values() for c in cs)
+    tasks = tasks_run(counts["none"][0])
+    b.site_noop_tasks = tasks
+    t_fast, t_plain = median(walls(runs["mitogen"])), median(walls(runs["none"]))
+    c_fast, c_plain = median(cpus(runs["mitogen"])), median(cpus(runs["none"]))
+    detail = {"mitogen_s": walls(runs["mitogen"]), "none_s": walls(runs["none"]),
+              "mitogen_cpu_s": cpus(runs["mitogen"]), "none_cpu_s": cpus(runs["none"]),
+              "tasks_per_host": tasks, "counts": counts["none"][0], "same_counts": same}
+    ratio_fig = Figure(
+        "accelerator", "6a. Accelerator: no-op site.yml, mitogen ÷ none", ratio(t_fast, t_plain), 0.40,
+        measured=f"{t_fast:.2f} s vs {t_plain:.2f} s, {tasks} tasks, 1 host; controller CPU "
+                 f"{c_fast:.1f} s vs {c_plain:.1f} s; same counts both ways: {same}",
+        detail=detail).judge(extra_ok=same)
+    per_task = Figure(
+        "accelerator_per_task", "6b. Accelerator: no-op site.yml seconds per task", t_fast / tasks, 0.06,
+        unit="s", measured=f"{t_fast / tasks:.3f} s/task with mitogen, {t_plain / tasks:.3f} s/task "
+                           f"without ({tasks} tasks, 1 host)").judge(extra_ok=same)
+    return [ratio_fig, per_task]
+
+
+@contextlib.contextmanager
+def delayed(b: Bench, hosts: Sequence[str], rtt_ms: float) -> Iterator[list[str]]:
+    """Inventories that reach `hosts` through a LatencyProxy adding rtt_ms: the sandbox ones plus
+    host vars for the proxy's ports, and the hosts' pinned keys under those ports."""
+    assert b.inventory is not None
+    sandbox = yaml.safe_load(b.inventory.read_text())["all"]["children"]["sandbox"]
+    ports = {h: int(sandbox["hosts"][h]["ansible_port"]) for h in hosts}
+    listen = {h: free_port() for h in hosts}
+    pinned = (b.state / "sandbox" / "known_hosts").read_text().splitlines()
+    known = b.state / "sandbox" / f"known_hosts-{rtt_ms:g}ms"
+    lines = list(pinned)
+    for h in hosts:
+        prefix = f"[127.0.0.1]:{ports[h]} "
+        lines += [f"[127.0.0.1]:{listen[h]} {line[len(prefix):]}"
+                  for line in pinned if line.startswith(prefix)]
+    known.write_text("\n".join(lines) + "\n")
+    known.chmod(0o600)
+    args = str(sandbox["vars"]["ansible_ssh_common_args"]).replace(
+        str(b.state / "sandbox" / "known_hosts"), str(known))
+    override = b.state / f"delayed-{rtt_ms:g}ms.yml"
+    override.write_text(yaml.safe_dump({"all": {"hosts": {
+        h: {"ansible_port": listen[h], "ansible_ssh_common_args": args} for h in hosts}}}))
+    with LatencyProxy({listen[h]: ("127.0.0.1", ports[h]) for h in hosts}, rtt_ms):
+        yield [*b.sandbox_inventories(), "-i", str(override)]
+
+
+def bench_latency(b: Bench) -> list[Figure]:
+    """The project's ansible.cfg vs Ansible's defaults across a delaying proxy: noop.yml at 0, 1
+    and 10 ms round trip, and the converged no-op site.yml at 10 ms (the figure)."""
+    host = b.hosts(1)
+    b.converge(host)
+    tuned, defaults = tuning_envs(b)
+    curve: dict[str, dict[str, list[float]]] = {}
+    figure_runs: dict[str, list[Run]] = {}
+    workloads = [("bench/playbooks/noop.yml", ms, b.rounds) for ms in LATENCIES_MS]
+    workloads.append(("site.yml", LATENCIES_MS[-1], max(1, b.rounds - 2)))
+    for playbook, ms, rounds in workloads:
+        say(f"latency {ms} ms: project ansible.cfg vs defaults, no-op {Path(playbook).name}, "
+            f"{rounds} rounds")
+        with delayed(b, host, ms) as inventories:
+            runs = alternate(rounds, {
+                "project": functools.partial(b.plain, "project cfg", playbook, inventories, host[0], tuned),
+                "defaults": functools.partial(b.plain, "default cfg", playbook, inventories, host[0],
+                                              defaults),
+            }, check=expect_noop, progress=say)
+        curve[f"{Path(playbook).name} {ms} ms"] = {"project_s": walls(runs["project"]),
+                                                    "defaults_s": walls(runs["defaults"])}
+        if playbook == "site.yml":
+            figure_runs = runs
+    t_proj, t_def = median(walls(figure_runs["project"])), median(walls(figure_runs["defaults"]))
+    shape = " · ".join(f"{k}: {median(v['project_s']):.1f} vs {median(v['defaults_s']):.1f} s"
+                       for k, v in curve.items() if k.startswith("noop"))
+    fig = Figure("latency", f"7. Tuning at {LATENCIES_MS[-1]} ms round trip: project ansible.cfg ÷ defaults",
+                 ratio(t_proj, t_def), 0.5,
+                 measured=f"no-op site.yml {t_proj:.2f} s vs {t_def:.2f} s, 1 host; noop.yml {shape}",
+                 note="plain ansible-playbook through bench/latency_proxy.py (per-chunk delay, both ways)",
+                 detail={"samples": curve}).judge()
+    return [fig]
 
 
 def defaults_cfg(b: Bench) -> Path:
@@ -334,15 +468,20 @@ def defaults_cfg(b: Bench) -> Path:
     return path
 
 
+def tuning_envs(b: Bench) -> tuple[dict[str, str], dict[str, str]]:
+    """Plain ansible-playbook's environment with the project's ansible.cfg, and with the defaults."""
+    tuned = clean_env() | {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+                           # Location only: keep the bench's facts out of the user's state dir.
+                           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(b.state / "facts-tuned")}
+    return tuned, clean_env() | {"ANSIBLE_CONFIG": str(defaults_cfg(b))}
+
+
 def bench_tuning(b: Bench) -> list[Figure]:
     """4. The project's ansible.cfg vs Ansible's defaults on the same converged no-op site.yml."""
     hosts = b.hosts(2)
     b.converge(hosts)
     limit = ",".join(hosts)
-    tuned = clean_env() | {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-                           # Location only: keep the bench's facts out of the user's state dir.
-                           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(b.state / "facts-tuned")}
-    defaults = clean_env() | {"ANSIBLE_CONFIG": str(defaults_cfg(b))}
+    tuned, defaults = tuning_envs(b)
     say(f"tuning: project ansible.cfg vs defaults, no-op site.yml on {len(hosts)} hosts, {b.rounds} rounds")
     runs = alternate(b.rounds, {
         "project": lambda: b.plain("project cfg", "site.yml", b.sandbox_inventories(), limit, tuned),
@@ -419,13 +558,14 @@ def bench_controller(b: Bench) -> list[Figure]:
 
 
 RUNNERS: dict[str, Callable[[Bench], list[Figure]]] = {
-    "reprovision": bench_reprovision, "wrapper": bench_wrapper, "fleet": bench_fleet,
-    "tuning": bench_tuning, "controller": bench_controller,
+    "reprovision": bench_reprovision, "wrapper": bench_wrapper, "accelerator": bench_accelerator,
+    "fleet": bench_fleet, "tuning": bench_tuning, "latency": bench_latency, "controller": bench_controller,
 }
 
 
 def hosts_needed(selected: Sequence[str], quick: bool) -> int:
-    need = {"reprovision": 1 if quick else 3, "wrapper": 2, "tuning": 2, "fleet": max(FLEET_SIZES)}
+    need = {"reprovision": 1 if quick else 3, "wrapper": 2, "accelerator": 1, "tuning": 2, "latency": 1,
+            "fleet": max(FLEET_SIZES)}
     return max([need[name] for name in selected if name in need], default=0)
 
 

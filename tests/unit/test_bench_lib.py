@@ -20,6 +20,8 @@ from benchlib import (  # bench/ holds scripts, not a package
     parse_recap,
     parse_stat_ppid,
     ratio,
+    slope,
+    tasks_run,
     total,
 )
 
@@ -95,3 +97,18 @@ def test_figure_judgement(value: float | None, target: float, extra: bool, passe
 
 def test_ratio_of_zero_is_infinite_not_an_error() -> None:
     assert ratio(1.0, 0.0) == float("inf")
+
+
+def test_slope_is_the_least_squares_line() -> None:
+    k, c = slope([1, 2, 4, 8], [3.0, 4.0, 6.0, 10.0])  # y = x + 2 exactly
+    assert k == pytest.approx(1.0) and c == pytest.approx(2.0)
+    k, _ = slope([20, 40, 80, 160], [3.1, 3.9, 6.2, 9.8])
+    assert 0.04 < k < 0.05
+    with pytest.raises(ValueError, match="two distinct"):
+        slope([8, 8], [1.0, 2.0])
+
+
+def test_tasks_run_counts_ok_skipped_and_failed_once() -> None:
+    counts = parse_recap(PLAYBOOK_OUTPUT)
+    assert tasks_run(counts["tflab-bench-1"]) == 20
+    assert tasks_run(counts["tflab-bench-2"]) == 22  # changed and ignored are inside ok
