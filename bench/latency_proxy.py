@@ -97,6 +97,10 @@ class LatencyProxy:
             return
         try:
             await asyncio.gather(_pump(client_r, host_w, one_way), _pump(host_r, client_w, one_way))
+        except asyncio.CancelledError:
+            # Only _serve cancels, at shutdown. Ending normally, because asyncio's own callback
+            # on a cancelled connection task logs a CancelledError traceback (Python 3.11).
+            pass
         finally:
             for w in (host_w, client_w):
                 w.close()

@@ -87,3 +87,17 @@ def test_routes_are_parsed_and_bad_ones_named() -> None:
         proxy_mod.parse_route("40022")
     with pytest.raises(ValueError, match="rtt_ms"):
         proxy_mod.LatencyProxy({}, rtt_ms=-1)
+
+
+def test_stopping_with_connections_open_closes_them_without_errors(
+        echo_port: int, caplog: pytest.LogCaptureFixture) -> None:
+    # An ssh ControlPersist master keeps its connection open past the bench that made it.
+    listen = proxy_mod.free_port()
+    with caplog.at_level("DEBUG", logger="asyncio"):
+        with proxy_mod.LatencyProxy({listen: ("127.0.0.1", echo_port)}, rtt_ms=0):
+            sock = socket.create_connection(("127.0.0.1", listen), timeout=20)
+            sock.sendall(b"ping")
+            assert sock.recv(16) == b"ping"
+        assert sock.recv(16) == b""  # the proxy closed its side
+        sock.close()
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")] == []
