@@ -156,10 +156,19 @@ class Bench:
                     "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(kwargs["fact_cache"])}
         return env
 
+    def plain_extravars(self) -> Path:
+        """The extra vars tflab hands every run (the lab CA dir, here the bench state's), as the
+        file ansible-runner passes with -e @: without it a plain site.yml makes a second lab CA."""
+        from tflab_provision.ca import default_ca_dir
+
+        path = self.state / "plain-extravars.json"
+        path.write_text(json.dumps({"tflab_ca_dir": str(default_ca_dir(self.state))}))
+        return path
+
     def plain(self, label: str, playbook: str, inventories: Sequence[str], limit: str | None,
               env: dict[str, str], sampler: Callable[[int], TreeSampler] | None = None,
               wrap_rss: Path | None = None) -> Run:
-        argv = [str(self.bin / "ansible-playbook"), *inventories]
+        argv = [str(self.bin / "ansible-playbook"), *inventories, "-e", f"@{self.plain_extravars()}"]
         if limit:
             argv += ["--limit", limit]
         argv.append(str(ROOT / playbook if "/" in playbook else ROOT / "playbooks" / playbook))
@@ -448,7 +457,7 @@ def bench_latency(b: Bench) -> list[Figure]:
                        for k, v in curve.items() if k.startswith("noop"))
     fig = Figure("latency", f"7. Tuning at {LATENCIES_MS[-1]} ms round trip: project ansible.cfg ÷ defaults",
                  ratio(t_proj, t_def), 0.5,
-                 measured=f"no-op site.yml {t_proj:.2f} s vs {t_def:.2f} s, 1 host; noop.yml {shape}",
+                 measured=f"no-op site.yml {t_proj:.2f} s vs {t_def:.2f} s, 1 host; {shape}",
                  note="plain ansible-playbook through bench/latency_proxy.py (per-chunk delay, both ways)",
                  detail={"samples": curve}).judge()
     return [fig]
