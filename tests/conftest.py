@@ -231,9 +231,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `--dist loadgroup` (.ci/run's test-bed tier) every sandbox-host test that is not a
     Molecule scenario runs on one worker, in file order: their module fixtures converge one host
     for several tests, and they share the sandbox name prefixes. The Molecule scenarios keep
-    their own groups (tests/test_molecule.py) and run beside them."""
+    their own groups (tests/test_molecule.py) and run beside them, as does a test that names its
+    own group (tests/test_accelerator.py: its own hosts and prefixes)."""
     for item in items:
-        if item.get_closest_marker("testbed") and not item.get_closest_marker("molecule"):
+        if (item.get_closest_marker("testbed") and not item.get_closest_marker("molecule")
+                and not item.get_closest_marker("xdist_group")):
             item.add_marker(pytest.mark.xdist_group("sandboxes"))
 
 

@@ -21,7 +21,10 @@ import pytest
 
 from conftest import ROOT, Tflab
 
-pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+# Its own two hosts (prefixes tflab-accm, tflab-accp) share nothing with the other sandbox-host
+# tests, so it runs on the worker of the shorter Molecule group instead of lengthening theirs
+# (2026-12-03 here: lab's worker idle for its last 15 minutes while the sandbox tests ran on).
+pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.xdist_group("lab")]
 
 GROUP = ROOT / "inventory" / "sandbox"
 RESULTS = {"runner_on_ok": "ok", "runner_on_skipped": "skipped", "runner_on_failed": "failed",
