@@ -195,6 +195,10 @@ def test_status_names_a_firewall_rule_file_that_does_not_load(tflab: Tflab, demo
 FRONT_DOOR_CONF = "/etc/nginx/conf.d/tflab-front-door.conf"
 DRIFT_PACKAGE = "curl"  # installed by the front door's role, needed by nothing else on the host
 WORKSPACE = f"tflab-ws-{USER}"
+# Package tasks of roles with nothing missing: skipped on a no-op run (their packages are listed).
+UNCHANGED_PACKAGE_TASKS = ["Install the OpenSSH server", "Install iptables",
+                           "Docker engine | Install the engine packages",
+                           "Install | Install the packages the Docker modules need"]
 
 
 def test_a_no_op_run_finds_and_repairs_drift_by_hand_and_only_that(tflab: Tflab, demo: Demo) -> None:
@@ -210,8 +214,18 @@ def test_a_no_op_run_finds_and_repairs_drift_by_hand_and_only_that(tflab: Tflab,
     assert on_host("apt-get", "remove", "-y", "-q", DRIFT_PACKAGE).returncode == 0
     assert on_host("docker", "update", "--pids-limit", "1000", WORKSPACE).returncode == 0
 
-    rc, result = tflab.run_json("apply", *demo.rerun, timeout=1800)
+    runs_before = set((tflab.state_dir / "runs").iterdir())
+    # -v: the run's job_events/ then keep skipped results too (tflab_provision/events.py).
+    rc, result = tflab.run_json("apply", *demo.rerun, "-v", timeout=1800)
     assert rc == 0, result["failures"]
+    # The shortcut is in effect: the package tasks of the roles whose packages are all there were
+    # skipped (preflight's one listing), while the front door's ran for its missing package.
+    [run] = set((tflab.state_dir / "runs").iterdir()) - runs_before
+    outcomes = {(e["event_data"].get("task", "").strip(), e["event"])
+                for path in run.glob("artifacts/*/job_events/*.json")
+                for e in [json.loads(path.read_text())] if e.get("event", "").startswith("runner_on_")}
+    for task in UNCHANGED_PACKAGE_TASKS:
+        assert (task, "runner_on_skipped") in outcomes, (task, sorted(o for o in outcomes if o[0] == task))
     changed = result["changes"][HOST]
     assert "HTTPS front door | Write the front door (tested with nginx -t before it goes live)" in changed
     assert "HTTPS front door | Install nginx, python3-cryptography, openssl and curl" in changed
