@@ -12,6 +12,7 @@ Each benchmark takes the shared heavy-work lock (/tmp/tflab-heavy.lock) while it
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import fcntl
 import functools
@@ -165,6 +166,20 @@ class Bench:
         path.write_text(json.dumps({"tflab_ca_dir": str(default_ca_dir(self.state))}))
         return path
 
+    def runner_callback_env(self, env: dict[str, str]) -> dict[str, str]:
+        """env plus what ansible-runner sets for its event callback (config/_base.py): awx_display
+        as the stdout callback, writing each event's data to a fresh job_events/ here. Its output
+        goes to a pipe, where ansible-runner gives it a pty."""
+        import ansible_runner
+
+        events = self.state / "runner-callback"
+        shutil.rmtree(events, ignore_errors=True)
+        events.mkdir()
+        return env | {"ANSIBLE_STDOUT_CALLBACK": "awx_display", "AWX_ISOLATED_DATA_DIR": str(events),
+                      "ANSIBLE_CALLBACK_PLUGINS": str(Path(ansible_runner.__file__).parent
+                                                      / "display_callback" / "callback"),
+                      "RUNNER_OMIT_EVENTS": "False", "RUNNER_ONLY_FAILED_EVENTS": "False"}
+
     def plain(self, label: str, playbook: str, inventories: Sequence[str], limit: str | None,
               env: dict[str, str], sampler: Callable[[int], TreeSampler] | None = None,
               wrap_rss: Path | None = None) -> Run:
@@ -282,22 +297,41 @@ def bench_wrapper(b: Bench) -> list[Figure]:
 
 
 def wrapper_figure(b: Bench, playbook: str, key: str, hosts: list[str]) -> Figure:
+    """tflab vs plain ansible-playbook, and between them plain ansible-playbook with the event
+    callback ansible-runner always installs (awx_display): what that callback costs is
+    ansible-runner's, what tflab costs beyond it is ours."""
     env = b.plain_env(playbook)
     limit = ",".join(hosts)
     say(f"wrapper overhead on {playbook} ({len(hosts)} hosts), {b.rounds} rounds")
     runs = alternate(b.rounds, {
         "tflab": lambda: b.tflab("tflab", playbook, b.sandbox_inventories(), limit),
         "ansible-playbook": lambda: b.plain("plain", playbook, b.sandbox_inventories(), limit, env),
+        "with-callback": lambda: b.plain("plain + awx_display", playbook, b.sandbox_inventories(), limit,
+                                         b.runner_callback_env(env)),
     }, check=expect_noop, progress=say)
     t_tflab, t_plain = median(walls(runs["tflab"])), median(walls(runs["ansible-playbook"]))
     c_tflab, c_plain = median(cpus(runs["tflab"])), median(cpus(runs["ansible-playbook"]))
+    note, split = callback_split(t_tflab, t_plain, runs["with-callback"])
     return Figure(
         key, f"1. Wrapper: tflab ÷ ansible-playbook ({Path(playbook).name})", ratio(t_tflab, t_plain), 1.05,
         measured=f"{t_tflab:.2f} s vs {t_plain:.2f} s (+{t_tflab - t_plain:.2f} s), {len(hosts)} hosts; "
                  f"controller CPU {c_tflab:.2f} s vs {c_plain:.2f} s",
+        note=note,
         detail={"tflab_s": walls(runs["tflab"]), "plain_s": walls(runs["ansible-playbook"]),
                 "tflab_cpu_s": cpus(runs["tflab"]), "plain_cpu_s": cpus(runs["ansible-playbook"]),
-                "hosts": hosts, "playbook": playbook}).judge()
+                **split, "hosts": hosts, "playbook": playbook}).judge()
+
+
+def callback_split(t_tflab: float, t_plain: float, callback_runs: list[Run]) -> tuple[str, dict[str, Any]]:
+    """How much of tflab's overhead is ansible-runner's event callback (plain ansible-playbook
+    with awx_display, see runner_callback_env) and how much tflab's own: a note and its detail."""
+    t_callback = median(walls(callback_runs))
+    over_plain, ours = round(ratio(t_callback, t_plain), 4), round(ratio(t_tflab, t_callback), 4)
+    note = (f"ansible-playbook with ansible-runner's awx_display callback alone: {t_callback:.2f} s, "
+            f"{over_plain:.3f}x plain; tflab ÷ that {ours:.3f}x")
+    return note, {"plain_with_runner_callback_s": walls(callback_runs),
+                  "plain_with_runner_callback_cpu_s": cpus(callback_runs),
+                  "callback_over_plain": over_plain, "tflab_over_callback": ours}
 
 
 def bench_fleet(b: Bench) -> list[Figure]:
@@ -536,6 +570,8 @@ def bench_controller(b: Bench) -> list[Figure]:
     runs = alternate(b.rounds, {
         "tflab": lambda: b.tflab("tflab", playbook, inventory, None, sampler, rss),
         "ansible-playbook": lambda: b.plain("plain", playbook, inventory, None, env, sampler, rss),
+        "with-callback": lambda: b.plain("plain + awx_display", playbook, inventory, None,
+                                         b.runner_callback_env(env)),
     }, check=expect_noop, progress=say)
     t_tflab, t_plain = median(walls(runs["tflab"])), median(walls(runs["ansible-playbook"]))
     own = max(r.memory.get("self_maxrss_kb", 0) for r in runs["tflab"]) / 1024
@@ -545,6 +581,7 @@ def bench_controller(b: Bench) -> list[Figure]:
     tree_p = max(r.memory.get("tree_peak_rss_kb", 0) for r in runs["ansible-playbook"]) / 1024
     cpu_t = median([r.memory.get("self_cpu_ms", 0) / 1000 for r in runs["tflab"]])
     c_tflab, c_plain = median(cpus(runs["tflab"])), median(cpus(runs["ansible-playbook"]))
+    note, split = callback_split(t_tflab, t_plain, runs["with-callback"])
     memory = Figure(
         "controller_memory", "5a. Controller: tflab process peak RSS", own, 250, unit="MB",
         measured=f"tflab {own:.0f} MB; ansible-playbook main {ap_plain:.0f} MB (plain), "
@@ -560,9 +597,10 @@ def bench_controller(b: Bench) -> list[Figure]:
         ratio(t_tflab, t_plain), 1.10,
         measured=f"{t_tflab:.2f} s vs {t_plain:.2f} s (+{t_tflab - t_plain:.2f} s); CPU of the whole "
                  f"tree {c_tflab:.1f} s vs {c_plain:.1f} s, of which the tflab process {cpu_t:.1f} s",
+        note=note,
         detail={"tflab_s": walls(runs["tflab"]), "plain_s": walls(runs["ansible-playbook"]),
                 "tflab_tree_cpu_s": cpus(runs["tflab"]), "plain_tree_cpu_s": cpus(runs["ansible-playbook"]),
-                "tflab_self_cpu_s": cpu_t}).judge()
+                "tflab_self_cpu_s": cpu_t, **split}).judge()
     return [memory, timing]
 
 
@@ -648,6 +686,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def compile_package() -> None:
+    """Byte-compile tflab_provision, as a wheel install has it. These machines set
+    PYTHONDONTWRITEBYTECODE=1, so the checkout's editable install would compile tflab's modules
+    on every start (about 0.05 s), while pip compiled Ansible's once."""
+    compileall.compile_dir(ROOT / "tflab_provision", quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = Console(width=None if sys.stdout.isatty() else 160)
@@ -663,6 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    compile_package()
     selected = [name for name in BENCHES if not args.only or name in args.only]
     rounds = args.repeat or (3 if args.quick else 5)
     started = datetime.now(timezone.utc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,18 +147,30 @@ class RunProgress:
             self.current_task[host] = f"{task} ✓" if kind == "runner_on_ok" else task
 
 
-def drain(events: queue.Queue[Event], progress: RunProgress, timeout_s: float) -> bool:
-    """Apply every queued event (waiting up to timeout_s for the first); True if any arrived."""
-    try:
-        event = events.get(timeout=timeout_s)
-    except queue.Empty:
-        return False
-    progress.apply(event)
+def consume(events: queue.Queue[Event | None], progress: RunProgress, alive: Callable[[], bool],
+            on_update: Callable[[RunProgress], None] | None = None, poll_s: float = 0.1) -> None:
+    """Apply queued events as they arrive, redrawing once per batch, until the producer's end
+    marker (None). The marker lets the run end the moment ansible-runner is done, not on the next
+    poll; `alive` ends the loop without it, should ansible-runner's thread die first."""
     while True:
         try:
-            progress.apply(events.get_nowait())
+            batch = [events.get(timeout=poll_s)]
         except queue.Empty:
-            return True
+            if alive():
+                continue
+            batch = [None]  # died without the marker: apply what it queued, then stop
+        while True:
+            try:
+                batch.append(events.get_nowait())
+            except queue.Empty:
+                break
+        arrived = [event for event in batch if event is not None]
+        for event in arrived:
+            progress.apply(event)
+        if arrived and on_update:
+            on_update(progress)
+        if None in batch:
+            return
 
 
 def render_progress(progress: RunProgress, title: str) -> RenderableType:

@@ -27,7 +27,7 @@ from typing import Any
 import ansible_runner
 
 from .accelerator import Accelerator
-from .events import Event, RunProgress, drain, worth_writing
+from .events import Event, RunProgress, consume, worth_writing
 from .report import RunResult, TaskFailure, exit_code_for
 from .state import StateDir
 
@@ -263,7 +263,7 @@ class PlaybookRunner:
         run_dir = self.state.new_run_dir(Path(request.playbook).stem)
         kwargs = runner_kwargs(request, self.project, self.state, run_dir, self.accelerator)
         write_runner_settings(run_dir)
-        events: queue.Queue[Event] = queue.Queue()
+        events: queue.Queue[Event | None] = queue.Queue()
         progress = RunProgress()
 
         def enqueue(event: Event) -> bool:
@@ -273,11 +273,10 @@ class PlaybookRunner:
         started_at = datetime.now(timezone.utc)
         started = time.monotonic()
         thread, runner = ansible_runner.run_async(
-            event_handler=enqueue, cancel_callback=cancel.is_set, **kwargs
+            event_handler=enqueue, cancel_callback=cancel.is_set,
+            finished_callback=lambda _runner: events.put(None), **kwargs
         )
-        while thread.is_alive() or not events.empty():
-            if drain(events, progress, timeout_s=0.1) and on_update:
-                on_update(progress)
+        consume(events, progress, thread.is_alive, on_update)
         thread.join()
         if cancel.is_set():
             reap_run_processes(run_dir.name)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
-from tflab_provision.events import RunProgress, failure_message
+from tflab_provision.events import Event, RunProgress, consume, failure_message
 from tflab_provision.report import ExitCode, RunResult, junit_xml
 
 
@@ -112,3 +114,31 @@ def test_a_no_log_change_is_counted_and_named_though_its_result_is_censored() ->
              "event_data": {"host": "a", "task": "Read the token", "res": censored}})
     assert p.hosts["a"].changed == 1
     assert p.changes == {"a": ["Write the token"]}
+
+
+def test_the_consumer_stops_at_the_end_marker_though_the_producer_still_runs() -> None:
+    """ansible-runner's thread outlives its finished callback by a moment: the marker, not a
+    poll of the thread, ends the wait (the poll would cost up to poll_s on every run)."""
+    events: queue.Queue[Event | None] = queue.Queue()
+    updates: list[int] = []
+    for event in (ev("runner_on_ok", host="a", task="t", res={}), None):
+        events.put(event)
+    p = RunProgress()
+    consume(events, p, lambda: True, lambda progress: updates.append(progress.hosts["a"].ok),
+            poll_s=30)
+    assert p.hosts["a"].ok == 1 and updates == [1]
+
+
+def test_the_consumer_applies_what_a_dead_producer_queued_and_stops() -> None:
+    events: queue.Queue[Event | None] = queue.Queue()
+    p = RunProgress()
+
+    def producer() -> None:  # dies without the marker, as ansible-runner's thread would on an error
+        events.put(ev("runner_on_ok", host="a", task="t", res={}))
+        events.put(ev("runner_on_failed", host="a", task="u", res={"msg": "boom"}))
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    consume(events, p, thread.is_alive, poll_s=0.01)
+    assert (p.hosts["a"].ok, p.hosts["a"].failed) == (1, 1) and events.empty()
