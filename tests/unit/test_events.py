@@ -124,9 +124,15 @@ def test_the_consumer_stops_at_the_end_marker_though_the_producer_still_runs() -
     for event in (ev("runner_on_ok", host="a", task="t", res={}), None):
         events.put(event)
     p = RunProgress()
-    consume(events, p, lambda: True, lambda progress: updates.append(progress.hosts["a"].ok),
-            poll_s=30)
+    polls: list[bool] = []
+
+    def alive() -> bool:  # asked only when a poll came back empty; dead then, so a miss cannot hang
+        polls.append(False)
+        return False
+
+    consume(events, p, alive, lambda progress: updates.append(progress.hosts["a"].ok), poll_s=0.01)
     assert p.hosts["a"].ok == 1 and updates == [1]
+    assert polls == [], "the consumer waited for a poll although the end marker was queued"
 
 
 def test_the_consumer_applies_what_a_dead_producer_queued_and_stops() -> None:
